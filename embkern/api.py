@@ -1,0 +1,89 @@
+"""The Python API for other tools: any 2-D tensor in, typed results out.
+
+>>> import torch, embkern
+>>> X = torch.randn(1000, 64)
+>>> full = embkern.pair_stats(X)                    # every pair i < j
+>>> sampled = embkern.sampled_stats(X, anchors=50)  # the seed note's protocol
+>>> full.to_dict()["frac_nonneg"], sampled.to_dict()["median"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import engine, quantiles, sampled
+from .backends import get_backend, resolve_device
+from .prepare import as_matrix, prepare
+from .results import FullResult, SampledResult
+
+
+def sampled_stats(
+    X,
+    *,
+    anchors: int = 50,
+    seed: int = 0,
+    anchor_ids: Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+) -> SampledResult:
+    """The sampled protocol on the rows of X.
+
+    Args:
+        X: (V, d) float tensor or numpy array (or a LoadedMatrix); rows are the tokens.
+        anchors: how many anchors to draw uniformly without replacement (ignored when
+            ``anchor_ids`` is given).
+        seed: seed of the draw.
+        anchor_ids: explicit anchor token ids (row indices of X).
+        device: where to compute; default CUDA, else MPS, else CPU.
+    """
+    prep = prepare(as_matrix(X), resolve_device(device))
+    if anchor_ids is not None:
+        idx = sampled.anchors_from_ids(prep, list(anchor_ids))
+        return sampled.sampled_stats(prep, idx, seed=None)
+    return sampled.sampled_stats(prep, sampled.draw_anchors(prep, anchors, seed), seed=seed)
+
+
+def pair_stats(
+    X,
+    *,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    per_token: bool = True,
+    exact_quantiles: bool = False,
+    qs: Sequence[float] = quantiles.DEFAULT_QUANTILES,
+    hist_bins: int = 200,
+    block: int | None = None,
+    progress=None,
+) -> FullResult:
+    """Statistics over every unordered pair i < j of the rows of X, streamed tile by tile.
+
+    Args:
+        X: (V, d) float tensor or numpy array (or a LoadedMatrix).
+        backend: "auto", "torch", "naive" (materializes V×V; reference and baseline) or
+            "triton".
+        device: where to compute; default CUDA, else MPS, else CPU.
+        per_token: also compute per-token statistics (``result.per_token``).
+        exact_quantiles: exact order statistics through a second pass instead of histogram
+            estimates (error <= 5e-5).
+        qs: the quantile levels, each in [0, 1].
+        hist_bins: bins of the reported histogram over [-1, 1]; must divide 20000.
+        block: tile side in rows; None picks the backend's default.
+        progress: None, or a factory ``progress(total_tiles, pass_number) -> tick(k)``.
+    """
+    qs = tuple(float(q) for q in qs)
+    for q in qs:
+        quantiles.order_rank(q, 2)
+    dev = resolve_device(device)
+    impl = get_backend(backend, dev)
+    prep = prepare(as_matrix(X), dev)
+    return engine.full_pass(
+        prep,
+        impl,
+        per_token=per_token,
+        exact_quantiles=exact_quantiles,
+        qs=qs,
+        hist_bins=hist_bins,
+        block=block,
+        progress=progress,
+    )

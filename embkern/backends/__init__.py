@@ -1,0 +1,53 @@
+"""Backends behind one interface, and the choice among them.
+
+``auto`` picks the best available for the device: today the tiled torch backend everywhere
+(the fused Triton kernel will take CUDA when it lands). A backend the user names explicitly
+either runs or raises a :class:`~embkern.errors.BackendError` that says why; only ``auto``
+falls back quietly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import BackendError
+from .base import Backend, PassOptions
+from .naive import NaiveBackend
+from .torch_tiled import TorchTiledBackend
+
+BACKENDS = ("auto", "torch", "naive", "triton")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on: the one asked for, else CUDA, else MPS, else the CPU."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise BackendError("device 'mps' was asked for but MPS is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise BackendError(f"device {str(dev)!r} is not supported; use cpu, cuda or mps")
+    return dev
+
+
+def get_backend(name: str, device: torch.device) -> Backend:
+    """Instantiate backend ``name`` ("auto", "torch", "naive" or "triton") on ``device``."""
+    if name in ("auto", "torch"):
+        return TorchTiledBackend(device)
+    if name == "naive":
+        return NaiveBackend(device)
+    if name == "triton":
+        raise BackendError(
+            "the fused Triton backend is not part of this release yet; use --backend torch"
+            " (same results, tiled pure torch, runs on CPU, CUDA and MPS)"
+        )
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Backend", "PassOptions", "get_backend", "resolve_device"]

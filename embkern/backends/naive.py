@@ -1,0 +1,127 @@
+"""The naive backend: normalize, materialize the whole n×n cosine matrix, reduce it.
+
+It is what people do today, kept as the independent reference and the benchmark baseline.
+Its memory is about 7·n² bytes (the fp32 matrix, a bool mask, the fp32 upper triangle), so it
+refuses sizes that do not fit the device's free memory instead of swapping or crashing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from .. import quantiles
+from ..errors import BackendError
+from ..stats import FINE_BINS, RADIX_BINS, PairStats, PerToken
+from .base import Backend, PassOptions, Progress
+
+_BYTES_PER_PAIR_CELL = 7
+_CHUNK = 1 << 24
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` in bytes, or None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "mps":
+        return int(torch.mps.recommended_max_memory())
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class NaiveBackend(Backend):
+    """Whole-matrix reference: one matmul, then torch reductions over n² values."""
+
+    name = "naive"
+
+    def count_tiles(self, n: int, options: PassOptions) -> int:
+        return 1
+
+    def _cosines(self, X: torch.Tensor, inv_norm: torch.Tensor) -> torch.Tensor:
+        n = X.shape[0]
+        need = _BYTES_PER_PAIR_CELL * n * n
+        free = available_bytes(self.device)
+        if free is not None and need > free:
+            raise BackendError(
+                f"the naive backend materializes the {n}x{n} cosine matrix and needs about"
+                f" {need / 1e9:.1f} GB, but {free / 1e9:.1f} GB is free on {self.device};"
+                " use --backend torch, which streams tiles in O(V*d) memory"
+            )
+        Xn = X.to(torch.float32) * inv_norm[:, None]
+        return Xn @ Xn.T
+
+    @staticmethod
+    def _upper(S: torch.Tensor) -> torch.Tensor:
+        upper = torch.ones(S.shape, dtype=torch.bool, device=S.device).triu_(1)
+        return S[upper]
+
+    def pair_stats(
+        self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions, progress: Progress
+    ) -> PairStats:
+        S = self._cosines(X, inv_norm)
+        values = self._upper(S)
+        hist = torch.zeros(FINE_BINS, dtype=torch.int64, device=S.device)
+        radix_hi = torch.zeros(RADIX_BINS, dtype=torch.int64, device=S.device)
+        for chunk in values.split(_CHUNK):
+            hist += torch.bincount(quantiles.fine_bin_index(chunk), minlength=FINE_BINS)
+            if options.radix:
+                high = quantiles.key_high(quantiles.order_key(chunk))
+                radix_hi += torch.bincount(high, minlength=RADIX_BINS)
+        stats = PairStats(
+            n_rows=S.shape[0],
+            pairs=values.numel(),
+            neg=int((values < 0).sum()),
+            total=float(values.sum(dtype=torch.float64)),
+            total_sq=float(values.double().square().sum()),
+            min=float(values.min()),
+            max=float(values.max()),
+            hist=hist.cpu().numpy(),
+            radix_hi=radix_hi.cpu().numpy() if options.radix else None,
+        )
+        del values
+        if options.per_token:
+            stats.per_token = self._per_token(S)
+        progress(1)
+        return stats
+
+    @staticmethod
+    def _per_token(S: torch.Tensor) -> PerToken:
+        neg = (S < 0).sum(1)  # the self pair is ~1, never negative
+        total = S.sum(1, dtype=torch.float64) - S.diagonal().double()
+        S.fill_diagonal_(float("inf"))
+        low = S.amin(1)
+        S.fill_diagonal_(float("-inf"))
+        best, nearest = S.max(1)
+        return PerToken(
+            neg=neg.cpu().numpy(),
+            total=total.cpu().numpy(),
+            min=low.double().cpu().numpy(),
+            max=best.double().cpu().numpy(),
+            nearest=nearest.cpu().numpy(),
+        )
+
+    def exact_quantiles(
+        self,
+        X: torch.Tensor,
+        inv_norm: torch.Tensor,
+        stats: PairStats,
+        qs: tuple[float, ...],
+        options: PassOptions,
+        progress: Progress,
+    ) -> dict[float, float]:
+        values = self._upper(self._cosines(X, inv_norm)).cpu().numpy()
+        ranks = [quantiles.order_rank(q, values.size) for q in qs]
+        part = np.partition(values, sorted(set(ranks)))
+        progress(1)
+        return {q: float(part[k]) for q, k in zip(qs, ranks)}

@@ -1,0 +1,134 @@
+"""The full-vocabulary pass: valid rows in, a :class:`~embkern.results.FullResult` out.
+
+The engine owns what every backend shares: row exclusion, progress, the exact-quantile second
+pass, the closed-form cross-check of the moments, and mapping per-token results from valid
+rows back to token ids.
+
+Closed forms (x̂_i the unit rows, n of them, s = Σ x̂_i, G = X̂ᵀX̂ the d×d Gram matrix):
+Σ_{i<j} cos_ij = (‖s‖² − Σ‖x̂_i‖²) / 2 and Σ_{i<j} cos_ij² = (‖G‖_F² − Σ‖x̂_i‖⁴) / 2, both
+in float64 in O(n·d²). They must agree with the streamed sums; a disagreement beyond
+``CLOSED_FORM_TOLERANCE`` is a bug and is raised as a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from . import quantiles
+from .backends import Backend, PassOptions
+from .prepare import Prepared, normalized_chunks
+from .results import FullResult, PerTokenResult
+from .stats import FINE_BINS, PairStats
+
+CLOSED_FORM_TOLERANCE = 1e-5
+
+
+def closed_form_moments(prep: Prepared) -> tuple[float, float]:
+    """Mean and standard deviation of all pair cosines from the row sum and Gram matrix."""
+    d = prep.X.shape[1]
+    s = torch.zeros(d, dtype=torch.float64, device=prep.X.device)
+    G = torch.zeros((d, d), dtype=torch.float64, device=prep.X.device)
+    sq = sq2 = 0.0
+    for _, rows in normalized_chunks(prep):
+        rows = rows.double()
+        s += rows.sum(0)
+        G += rows.T @ rows
+        r2 = rows.square().sum(1)
+        sq += float(r2.sum())
+        sq2 += float(r2.square().sum())
+    pairs = prep.n * (prep.n - 1) / 2
+    total = (float(s @ s) - sq) / 2
+    total_sq = (float(G.square().sum()) - sq2) / 2
+    mean = total / pairs
+    return mean, math.sqrt(max(total_sq / pairs - mean * mean, 0.0))
+
+
+def histogram(hist: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coarsen the fine histogram to ``bins`` equal bins over [-1, 1]."""
+    if bins < 1 or FINE_BINS % bins:
+        raise ValueError(f"histogram bins must divide {FINE_BINS}, got {bins}")
+    return np.linspace(-1.0, 1.0, bins + 1), hist.reshape(bins, -1).sum(1)
+
+
+def per_token_result(prep: Prepared, stats: PairStats) -> PerTokenResult:
+    """Per-token arrays indexed by token id; excluded rows get -1 / NaN."""
+    V, ids, pt = prep.n_total, prep.valid_ids, stats.per_token
+    nan = np.full(V, np.nan)
+    out = PerTokenResult(
+        valid=np.zeros(V, bool),
+        neg=np.full(V, -1, np.int64),
+        mean=nan.copy(),
+        min=nan.copy(),
+        max=nan.copy(),
+        nearest_id=np.full(V, -1, np.int64),
+        nearest_cos=nan.copy(),
+    )
+    out.valid[ids] = True
+    out.neg[ids] = pt.neg
+    out.mean[ids] = pt.total / (prep.n - 1)
+    out.min[ids] = pt.min
+    out.max[ids] = pt.max
+    out.nearest_id[ids] = ids[pt.nearest]
+    out.nearest_cos[ids] = pt.max
+    return out
+
+
+def full_pass(
+    prep: Prepared,
+    backend: Backend,
+    *,
+    per_token: bool = True,
+    exact_quantiles: bool = False,
+    qs: tuple[float, ...] = quantiles.DEFAULT_QUANTILES,
+    hist_bins: int = 200,
+    block: int | None = None,
+    progress: Callable[[int, int], Callable[[int], None]] | None = None,
+) -> FullResult:
+    """Reduce every pair i < j of the valid rows with ``backend``.
+
+    Args:
+        progress: factory called as ``progress(total_units, pass_number)`` that returns the
+            per-tile callback; None for no progress.
+    """
+    options = PassOptions(per_token=per_token, radix=exact_quantiles, block=block)
+    tick = progress(backend.count_tiles(prep.n, options), 1) if progress else (lambda k: None)
+    stats = backend.pair_stats(prep.X, prep.inv_norm, options, tick)
+    stats.check_complete()
+    if exact_quantiles:
+        tick = progress(backend.count_tiles(prep.n, options), 2) if progress else (lambda k: 0)
+        qvals = backend.exact_quantiles(prep.X, prep.inv_norm, stats, qs, options, tick)
+    else:
+        qvals = quantiles.from_histogram(stats.hist, qs, stats.min, stats.max)
+    mean = stats.total / stats.pairs
+    std = math.sqrt(max(stats.total_sq / stats.pairs - mean * mean, 0.0))
+    cf_mean, cf_std = closed_form_moments(prep)
+    if abs(cf_mean - mean) > CLOSED_FORM_TOLERANCE or abs(cf_std - std) > CLOSED_FORM_TOLERANCE:
+        warnings.warn(
+            f"streamed moments (mean {mean:.8f}, std {std:.8f}) disagree with the closed form"
+            f" (mean {cf_mean:.8f}, std {cf_std:.8f}); please report this",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    edges, counts = histogram(stats.hist, hist_bins)
+    return FullResult(
+        pairs=stats.pairs,
+        min=stats.min,
+        max=stats.max,
+        mean=mean,
+        std=std,
+        neg=stats.neg,
+        nonneg=stats.nonneg,
+        quantiles=qvals,
+        quantiles_exact=exact_quantiles,
+        quantile_error=0.0 if exact_quantiles else quantiles.HIST_QUANTILE_ERROR,
+        histogram_edges=edges,
+        histogram_counts=counts,
+        closed_form={"mean": cf_mean, "std": cf_std},
+        backend=backend.name,
+        per_token=per_token_result(prep, stats) if per_token else None,
+    )

@@ -1,0 +1,111 @@
+"""From a user's matrix to the valid rows a backend reduces.
+
+A row is excluded when it holds a non-finite value (NaN or ±inf) or when its norm is zero.
+"Zero" includes norms so small that their fp32 inverse overflows (below about 2.9e-39), where
+a cosine cannot be formed in fp32 either. Norms are taken in float64. Excluded rows are
+counted and listed by token id and never reach a backend, so no statistic is silently NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+_NORM_CHUNK = 1 << 16
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: Norms below this have an fp32 inverse of infinity.
+_MIN_NORM = 1.0 / float(torch.finfo(torch.float32).max)
+
+
+@dataclass
+class Prepared:
+    """The valid rows of a matrix and what was left out.
+
+    Attributes:
+        X: (n, d) valid rows in the stored dtype (float64 input becomes float32), on device.
+        inv_norm: (n,) float32 inverse norms, on device.
+        valid_ids: (n,) int64 token id of each valid row.
+        n_total: V, the rows of the original matrix.
+        excluded: {"non_finite": [ids], "zero_norm": [ids]}.
+    """
+
+    X: torch.Tensor
+    inv_norm: torch.Tensor
+    valid_ids: np.ndarray
+    n_total: int
+    excluded: dict[str, list[int]]
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+
+def as_matrix(X, name: str = "X") -> torch.Tensor:
+    """Accept a torch tensor, a numpy array or anything with ``.matrix``; check it is 2-D float."""
+    if hasattr(X, "matrix"):
+        X = X.matrix
+    if isinstance(X, np.ndarray):
+        X = torch.from_numpy(X)
+    if not isinstance(X, torch.Tensor):
+        raise InputError(f"{name} must be a 2-D torch tensor or numpy array, got {type(X).__name__}")
+    if X.ndim != 2:
+        raise InputError(
+            f"{name} must be 2-D (V rows x d columns), got shape {tuple(X.shape)};"
+            " reshape it, e.g. hidden states (batch, seq, d) -> (batch*seq, d)"
+        )
+    if X.dtype not in _FLOAT_DTYPES:
+        raise InputError(
+            f"{name} has dtype {X.dtype}; cosine statistics need floating-point rows"
+            " (float16, bfloat16, float32 or float64): convert it with .float()"
+        )
+    if X.shape[0] < 2 or X.shape[1] < 1:
+        raise InputError(
+            f"{name} has shape {tuple(X.shape)}; at least 2 rows and 1 column are needed"
+        )
+    return X
+
+
+def prepare(X: torch.Tensor, device: torch.device) -> Prepared:
+    """Find the valid rows of X (V, d), move them to ``device`` and compute inverse norms."""
+    X = as_matrix(X)
+    V = X.shape[0]
+    finite = torch.empty(V, dtype=torch.bool)
+    norm = torch.empty(V, dtype=torch.float64)
+    for start in range(0, V, _NORM_CHUNK):
+        chunk = X[start : start + _NORM_CHUNK].to(torch.float64)
+        finite[start : start + chunk.shape[0]] = torch.isfinite(chunk).all(1)
+        norm[start : start + chunk.shape[0]] = torch.linalg.vector_norm(chunk, dim=1)
+    zero = finite & (norm < _MIN_NORM)
+    valid = finite & ~zero
+    excluded = {
+        "non_finite": torch.nonzero(~finite).flatten().tolist(),
+        "zero_norm": torch.nonzero(zero).flatten().tolist(),
+    }
+    valid_ids = torch.nonzero(valid).flatten()
+    if valid_ids.numel() < 2:
+        raise InputError(
+            f"only {valid_ids.numel()} of {V} rows are usable ({len(excluded['non_finite'])}"
+            f" non-finite, {len(excluded['zero_norm'])} zero-norm); at least 2 are needed"
+        )
+    rows = X if valid_ids.numel() == V else X[valid_ids]
+    if rows.dtype == torch.float64:
+        rows = rows.to(torch.float32)
+    inv_norm = (1.0 / norm[valid_ids]).to(torch.float32)
+    return Prepared(
+        X=rows.to(device),
+        inv_norm=inv_norm.to(device),
+        valid_ids=valid_ids.numpy(),
+        n_total=V,
+        excluded=excluded,
+    )
+
+
+def normalized_chunks(prep: Prepared, chunk: int = 8192):
+    """Yield (start, fp32 unit rows) over the valid rows without a full normalized copy."""
+    for start in range(0, prep.n, chunk):
+        rows = prep.X[start : start + chunk].to(torch.float32)
+        yield start, rows * prep.inv_norm[start : start + chunk, None]
