@@ -51,7 +51,9 @@ def as_matrix(X, name: str = "X") -> torch.Tensor:
     if isinstance(X, np.ndarray):
         X = torch.from_numpy(X)
     if not isinstance(X, torch.Tensor):
-        raise InputError(f"{name} must be a 2-D torch tensor or numpy array, got {type(X).__name__}")
+        raise InputError(
+            f"{name} must be a 2-D torch tensor or numpy array, got {type(X).__name__}"
+        )
     if X.ndim != 2:
         raise InputError(
             f"{name} must be 2-D (V rows x d columns), got shape {tuple(X.shape)};"

@@ -58,7 +58,7 @@ def sampled_stats(prep: Prepared, anchors: np.ndarray, seed: int | None) -> Samp
         part = anchors[start : start + _ANCHOR_CHUNK]
         A = _anchor_rows(prep, part)
         cos = torch.cat([A @ rows.T for _, rows in normalized_chunks(prep)], dim=1)
-        for row, a in zip(cos, part):
+        for row, a in zip(cos, part, strict=True):
             out.append(_one_anchor(prep, row, int(a)))
     return SampledResult(anchors=out, seed=seed)
 

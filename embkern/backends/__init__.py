@@ -28,7 +28,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise BackendError(
+            "device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise BackendError("device 'mps' was asked for but MPS is not available; use --device cpu")
     if dev.type not in ("cpu", "cuda", "mps"):

@@ -124,4 +124,4 @@ class NaiveBackend(Backend):
         ranks = [quantiles.order_rank(q, values.size) for q in qs]
         part = np.partition(values, sorted(set(ranks)))
         progress(1)
-        return {q: float(part[k]) for q, k in zip(qs, ranks)}
+        return {q: float(part[k]) for q, k in zip(qs, ranks, strict=True)}

@@ -1,0 +1,277 @@
+"""The ``embkern`` command line: ``stats``, ``compare`` and ``models``.
+
+Errors the user can fix print one line ("embkern: error: …") and exit with status 2; Ctrl-C
+stops at the next tile, writes nothing and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+
+from tqdm import tqdm
+
+from . import engine, report, sampled
+from .backends import BACKENDS, get_backend, resolve_device
+from .errors import EmbkernError, InputError
+from .prepare import prepare
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated token ids, got {text!r}"
+        ) from exc
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--anchors",
+        type=int,
+        default=50,
+        metavar="K",
+        help="anchors of the sampled protocol (default 50)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the anchor draw (default 0)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="also reduce every pair i < j of the vocabulary (streamed, exact)",
+    )
+    p.add_argument(
+        "--exact-quantiles",
+        action="store_true",
+        help="exact order statistics via a second pass (default: histogram, ±5e-5)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto (default), torch (tiled), naive (materializes VxV), triton",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "mps"],
+        default=None,
+        help="default: cuda, else mps, else cpu",
+    )
+    p.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        metavar="ROWS",
+        help="tile side in rows (default: chosen per device)",
+    )
+    p.add_argument(
+        "--tensor",
+        default=None,
+        metavar="NAME",
+        help="the tensor to read instead of the auto-detected input embedding",
+    )
+    p.add_argument(
+        "--lm-head",
+        action="store_true",
+        help="use the output embedding (lm_head) where it is not tied",
+    )
+    p.add_argument("--revision", default=None, help="Hugging Face revision (or use org/name@rev)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and chosen")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="embkern",
+        description="Cosine-similarity statistics of an embedding matrix, sampled or over every"
+        " pair of the vocabulary. SOURCE is a packaged model short name (see 'embkern models'),"
+        " a .safetensors/.gguf/.npy/.pt file, a model folder, or a Hugging Face repo id.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("stats", help="statistics of one matrix")
+    st.add_argument("source")
+    _common(st)
+    st.add_argument(
+        "--anchor-ids",
+        type=_ids,
+        default=None,
+        metavar="1,2,3",
+        help="explicit anchor token ids instead of a random draw",
+    )
+    st.add_argument("--json", default=None, metavar="PATH", help="write all results as JSON")
+    st.add_argument(
+        "--per-token",
+        default=None,
+        metavar="PATH",
+        help="write per-token statistics as CSV (needs --full)",
+    )
+    st.add_argument(
+        "--negative-ids",
+        action="store_true",
+        help="include each anchor's negative partner ids in the JSON",
+    )
+
+    cmp_ = sub.add_parser("compare", help="the seed note's table for several models")
+    cmp_.add_argument("sources", nargs="+", metavar="SOURCE")
+    _common(cmp_)
+    cmp_.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+
+    sub.add_parser("models", help="list the packaged model short names")
+    return parser
+
+
+class _Progress:
+    """tqdm bars on stderr, one per pass; a factory for :func:`engine.full_pass`."""
+
+    def __init__(self, enabled: bool, label: str):
+        self.enabled, self.label, self.bars = enabled, label, []
+
+    def __call__(self, total: int, pass_number: int):
+        desc = f"{self.label} pass {pass_number}"
+        bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="tile",
+            file=sys.stderr,
+            disable=not self.enabled,
+            dynamic_ncols=True,
+        )
+        self.bars.append(bar)
+        return bar.update
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def _load(source: str, args):
+    from .loading import load
+
+    return load(source, tensor=args.tensor, lm_head=args.lm_head, revision=args.revision)
+
+
+def _describe(m) -> dict:
+    return {
+        "source": m.source,
+        "name": m.name,
+        "path": str(m.path),
+        "tensor": m.tensor_name,
+        "shape": list(m.matrix.shape),
+        "dtype": str(m.matrix.dtype).replace("torch.", ""),
+    }
+
+
+def _analyse(m, args, anchor_ids=None):
+    """Run the requested statistics on one loaded matrix; returns (prep, sampled, full)."""
+    device = resolve_device(args.device)
+    backend = get_backend(args.backend, device) if args.full else None
+    prep = prepare(m.matrix, device)
+    if anchor_ids is not None:
+        s = sampled.sampled_stats(prep, sampled.anchors_from_ids(prep, anchor_ids), seed=None)
+    else:
+        s = sampled.sampled_stats(
+            prep, sampled.draw_anchors(prep, args.anchors, args.seed), seed=args.seed
+        )
+    full = None
+    if args.full:
+        progress = _Progress(not args.no_progress, m.name)
+        try:
+            full = engine.full_pass(
+                prep,
+                backend,
+                exact_quantiles=args.exact_quantiles,
+                block=args.block,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+    return prep, s, full
+
+
+def cmd_stats(args) -> int:
+    if args.per_token and not args.full:
+        raise InputError("--per-token needs --full: per-token statistics come from the full pass")
+    t0 = time.perf_counter()
+    m = _load(args.source, args)
+    t1 = time.perf_counter()
+    prep, s, full = _analyse(m, args, args.anchor_ids)
+    t2 = time.perf_counter()
+    desc = _describe(m)
+    print(
+        f"{m.name}: {desc['shape'][0]:,} x {desc['shape'][1]} {desc['dtype']}"
+        f" ({m.tensor_name} in {m.path})"
+    )
+    print(f"excluded rows: {report.excluded_summary(prep.excluded)}")
+    if m.padding_rows:
+        print(f"rows past the tokenizer's vocabulary ({m.vocab_size}): {len(m.padding_rows)}")
+    print(report.sampled_summary(s, m.tokens))
+    if full is not None:
+        print(report.full_summary(full, m.tokens))
+    print(f"loaded in {t1 - t0:.1f} s, computed in {t2 - t1:.1f} s")
+    if args.json:
+        doc = report.stats_document(
+            {
+                **desc,
+                "excluded_rows": prep.excluded,
+                "padding_rows": len(m.padding_rows),
+                "seconds": {"load": t1 - t0, "compute": t2 - t1},
+            },
+            s,
+            full,
+            negative_ids=args.negative_ids,
+        )
+        report.write_atomic(args.json, report.to_json(doc))
+        print(f"wrote {args.json}")
+    if args.per_token:
+        report.write_atomic(args.per_token, report.per_token_csv(full, m.tokens))
+        print(f"wrote {args.per_token}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    rows = []
+    for source in args.sources:
+        m = _load(source, args)
+        _, s, full = _analyse(m, args)
+        rows.append(report.seed_row(m.name, sampled=s))
+        if full is not None:
+            rows.append(report.seed_row(m.name, full=full))
+        del m
+    print(report.seed_table(rows, args.format), end="" if args.format == "csv" else "\n")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import PACKAGED_MODELS
+
+    for name, what in PACKAGED_MODELS.items():
+        print(f"{name:14s} {what}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="embkern: %(message)s",
+        stream=sys.stderr,
+    )
+    command = {"stats": cmd_stats, "compare": cmd_compare, "models": cmd_models}[args.command]
+    try:
+        return command(args)
+    except EmbkernError as exc:
+        print(f"embkern: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("embkern: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,222 @@
+"""Human-readable summaries, the seed note's comparison table, JSON and the per-token CSV.
+
+Nothing here computes a statistic: it formats :mod:`embkern.results` objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from .results import FullResult, SampledResult
+
+SEED_COLUMNS = [
+    "Model",
+    "Protocol",
+    "Min",
+    "Max",
+    "Mean",
+    "Median",
+    "Non-negative pairs",
+    "Negative pairs",
+    "Percentage of positive entries",
+]
+PER_TOKEN_COLUMNS = ["token_id", "token", "neg", "mean", "min", "max", "nearest_id", "nearest_cos"]
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write text to path through a temporary file, so an interrupted run leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def stats_document(
+    source: dict, sampled: SampledResult | None, full: FullResult | None, negative_ids: bool = False
+) -> dict:
+    """The ``--json`` document: source, shape, excluded_rows, sampled, full."""
+    return {
+        **source,
+        "sampled": None if sampled is None else sampled.to_dict(negative_ids),
+        "full": None if full is None else full.to_dict(),
+    }
+
+
+def to_json(doc: dict) -> str:
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def seed_row(model: str, sampled: SampledResult | None = None, full: FullResult | None = None):
+    """One row of the seed note's table, from the sampled protocol or the full pass."""
+    if sampled is not None:
+        k = len(sampled.anchors)
+        return [
+            model,
+            f"sampled ({k} anchors)",
+            sampled.min,
+            sampled.max,
+            sampled.mean,
+            sampled.median,
+            sampled.nonneg,
+            sampled.neg,
+            sampled.frac_nonneg,
+        ]
+    return [
+        model,
+        "full (all pairs)",
+        full.min,
+        full.max,
+        full.mean,
+        full.quantiles.get(0.5),
+        full.nonneg,
+        full.neg,
+        full.frac_nonneg,
+    ]
+
+
+def seed_table(rows: list[list], fmt: str = "markdown") -> str:
+    """Render seed-table rows as a markdown table or CSV."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(SEED_COLUMNS)
+        writer.writerows(rows)
+        return buf.getvalue()
+    shown = [
+        [
+            r[0],
+            r[1],
+            f"{r[2]:.4f}",
+            f"{r[3]:.4f}",
+            f"{r[4]:.4f}",
+            "" if r[5] is None else f"{r[5]:.4f}",
+            _count(r[6]),
+            _count(r[7]),
+            f"{r[8]:.4f}",
+        ]
+        for r in rows
+    ]
+    return tabulate(shown, headers=SEED_COLUMNS, tablefmt="github", disable_numparse=True)
+
+
+def _count(x: float) -> str:
+    return f"{x:,}" if isinstance(x, (int, np.integer)) else f"{x:,.2f}"
+
+
+def per_token_csv(full: FullResult, tokens: list[str]) -> str:
+    """The per-token CSV; excluded rows keep their id and token with empty statistics."""
+    pt = full.per_token
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(PER_TOKEN_COLUMNS)
+    for i in range(len(pt)):
+        if not pt.valid[i]:
+            writer.writerow([i, tokens[i], "", "", "", "", "", ""])
+            continue
+        writer.writerow(
+            [
+                i,
+                tokens[i],
+                int(pt.neg[i]),
+                repr(float(pt.mean[i])),
+                repr(float(pt.min[i])),
+                repr(float(pt.max[i])),
+                int(pt.nearest_id[i]),
+                repr(float(pt.nearest_cos[i])),
+            ]
+        )
+    return buf.getvalue()
+
+
+def _tok(tokens: list[str] | None, i: int) -> str:
+    return f"{i} {tokens[i]}" if tokens else str(i)
+
+
+def excluded_summary(excluded: dict[str, list[int]], limit: int = 10) -> str:
+    parts = []
+    for reason, ids in excluded.items():
+        if ids:
+            more = f" … (+{len(ids) - limit})" if len(ids) > limit else ""
+            parts.append(
+                f"{len(ids)} {reason.replace('_', '-')} ({', '.join(map(str, ids[:limit]))}{more})"
+            )
+    return "; ".join(parts) if parts else "none"
+
+
+def sampled_summary(s: SampledResult, tokens: list[str] | None, show_partners: int = 20) -> str:
+    seed = "given ids" if s.seed is None else f"seed {s.seed}"
+    lines = [
+        f"Sampled protocol: {len(s.anchors)} anchors ({seed}), each against every other row",
+        f"  averaged over anchors: min {s.min:.4f}  max {s.max:.4f}  mean {s.mean:.4f}"
+        f"  median {s.median:.4f}",
+        f"  non-negative {s.nonneg:,.2f}  negative {s.neg:,.2f}  fraction non-negative"
+        f" {s.frac_nonneg:.4f}",
+    ]
+    if show_partners and s.anchors:
+        a = s.anchors[0]
+        ids = a.negative_ids[:show_partners]
+        lines.append(
+            f"  negative partners of anchor {_tok(tokens, a.token_id)}: {a.neg:,} in all;"
+            f" first {len(ids)} ids: {', '.join(map(str, ids))}"
+        )
+        if tokens is not None and len(ids):
+            lines.append("    tokens: " + "  ".join(tokens[i] for i in ids))
+    return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6f}"
+
+
+def full_summary(f: FullResult, tokens: list[str] | None, top: int = 10) -> str:
+    kind = "exact" if f.quantiles_exact else f"histogram, ±{f.quantile_error:g}"
+    qline = "  ".join(f"{q * 100:g}%: {v:.4f}" for q, v in f.quantiles.items())
+    lines = [
+        f"Full vocabulary: {f.pairs:,} pairs i < j (backend {f.backend})",
+        f"  min {f.min:.6f}  max {f.max:.6f}  mean {f.mean:.6f}  std {f.std:.6f}",
+        f"  negative {f.neg:,}  non-negative {f.nonneg:,}  fraction non-negative"
+        f" {f.frac_nonneg:.6f}",
+        f"  quantiles ({kind}): {qline}",
+        f"  closed-form check: mean {_fmt(f.closed_form['mean'])}"
+        f"  std {_fmt(f.closed_form['std'])}",
+        "  histogram: " + _sparkline(f.histogram_counts, f.histogram_edges),
+    ]
+    pt = f.per_token
+    if pt is not None and top:
+        order = np.argsort(-np.where(pt.valid, pt.neg, -1), kind="stable")[:top]
+        lines.append(f"  tokens with the most negative partners (of {int(pt.valid.sum()) - 1}):")
+        for i in order:
+            lines.append(
+                f"    {_tok(tokens, int(i))}: {int(pt.neg[i]):,} negative, mean {pt.mean[i]:.4f},"
+                f" nearest {_tok(tokens, int(pt.nearest_id[i]))} ({pt.nearest_cos[i]:.4f})"
+            )
+    return "\n".join(lines)
+
+
+def _sparkline(counts: np.ndarray, edges: np.ndarray, width: int = 40) -> str:
+    """A one-line picture of the occupied part of the histogram."""
+    nz = np.nonzero(counts)[0]
+    if nz.size == 0:
+        return "(empty)"
+    lo, hi = nz[0], nz[-1] + 1
+    span = counts[lo:hi]
+    groups = np.array_split(span, min(width, span.size))
+    heights = np.array([g.sum() for g in groups], dtype=float)
+    ramp = " ▁▂▃▄▅▆▇█"
+    idx = np.ceil(heights / heights.max() * (len(ramp) - 1)).astype(int)
+    return f"[{edges[lo]:+.2f} {''.join(ramp[i] for i in idx)} {edges[hi]:+.2f}]"
