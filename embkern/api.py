@@ -65,7 +65,7 @@ def pair_stats(
         device: where to compute; default CUDA, else MPS, else CPU.
         per_token: also compute per-token statistics (``result.per_token``).
         exact_quantiles: exact order statistics through a second pass instead of histogram
-            estimates (error <= 5e-5).
+            estimates (error <= 5.1e-5).
         qs: the quantile levels, each in [0, 1].
         hist_bins: bins of the reported histogram over [-1, 1]; must divide 20000.
         block: tile side in rows; None picks the backend's default.

@@ -46,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exact-quantiles",
         action="store_true",
-        help="exact order statistics via a second pass (default: histogram, ±5e-5)",
+        help="exact order statistics via a second pass (default: histogram, ±5.1e-5)",
     )
     p.add_argument(
         "--backend",

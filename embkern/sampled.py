@@ -32,6 +32,8 @@ def draw_anchors(prep: Prepared, k: int, seed: int) -> np.ndarray:
 
 def anchors_from_ids(prep: Prepared, token_ids: list[int]) -> np.ndarray:
     """Valid-row indices of the given token ids, with a clear error for unusable ids."""
+    if len(token_ids) == 0:
+        raise InputError("no anchor ids given; pass at least one id, or draw anchors instead")
     position = {int(t): i for i, t in enumerate(prep.valid_ids)}
     out = []
     for t in token_ids:

@@ -1,7 +1,8 @@
 """Backends behind one interface, and the choice among them.
 
-``auto`` picks the best available for the device: today the tiled torch backend everywhere
-(the fused Triton kernel will take CUDA when it lands). A backend the user names explicitly
+``auto`` picks the best available for the device: on the CPU the fused numba epilogue
+(``cpu-fused``) when numba imports, else the tiled torch backend; the tiled torch backend on
+CUDA and MPS (the fused Triton kernel will take CUDA when it lands). A backend the user names explicitly
 either runs or raises a :class:`~embkern.errors.BackendError` that says why; only ``auto``
 falls back quietly.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 import torch
 
 from ..errors import BackendError
+from . import cpu_fused
 from .base import Backend, PassOptions
 from .naive import NaiveBackend
 from .torch_tiled import TorchTiledBackend
 
-BACKENDS = ("auto", "torch", "naive", "triton")
+BACKENDS = ("auto", "torch", "cpu-fused", "naive", "triton")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -39,9 +41,25 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def get_backend(name: str, device: torch.device) -> Backend:
-    """Instantiate backend ``name`` ("auto", "torch", "naive" or "triton") on ``device``."""
-    if name in ("auto", "torch"):
+    """Instantiate backend ``name`` (one of :data:`BACKENDS`) on ``device``."""
+    if name == "auto":
+        if device.type == "cpu" and cpu_fused.available():
+            return cpu_fused.CpuFusedBackend(device)
         return TorchTiledBackend(device)
+    if name == "torch":
+        return TorchTiledBackend(device)
+    if name == "cpu-fused":
+        if device.type != "cpu":
+            raise BackendError(
+                f"the cpu-fused backend runs on the CPU only, not {device.type};"
+                " use --backend torch or --device cpu"
+            )
+        if not cpu_fused.available():
+            raise BackendError(
+                "the cpu-fused backend needs numba, which does not import here;"
+                " pip install numba, or use --backend torch"
+            )
+        return cpu_fused.CpuFusedBackend(device)
     if name == "naive":
         return NaiveBackend(device)
     if name == "triton":

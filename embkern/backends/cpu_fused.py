@@ -1,0 +1,125 @@
+"""The CPU backend with a fused epilogue: torch (MKL) matmul per tile, then one numba pass.
+
+Same tile schedule and results as :mod:`embkern.backends.torch_tiled`, but each tile's
+statistics are reduced in a single compiled pass over the tile while it is in cache
+(``embkern.kernels.cpu_epilogue``), instead of a dozen eager torch passes. The tile buffer is
+allocated once and reused (``torch.matmul(..., out=)``).
+
+Why numba: the epilogue needs a scatter (the histogram) and argmax bookkeeping in the same loop
+as the sign counts and sums; numba compiles exactly that loop to native code with OpenMP-style
+parallelism, caches it on disk, and needs no C compiler on the user's machine. torch.compile's
+CPU path needs a C++ toolchain at run time and a long first compile, and its generated code
+cannot fuse ``bincount``.
+
+Limit: CPU only; the first call in a fresh environment compiles the kernels (a few seconds,
+then cached next to the module).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..schedule import count_tiles, upper_tiles
+from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken
+from .base import Backend, PassOptions, Progress
+from .torch_tiled import normalize
+
+DEFAULT_BLOCK = 1024
+
+
+def available() -> bool:
+    """True when numba imports (the fused CPU path can run)."""
+    try:
+        from ..kernels import cpu_epilogue  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class CpuFusedBackend(Backend):
+    """Tiled full pass with a fused numba epilogue; CPU only."""
+
+    name = "cpu-fused"
+
+    def __init__(self, device: torch.device):
+        super().__init__(device)
+        from ..kernels import cpu_epilogue
+
+        self._k = cpu_epilogue
+        self.n_chunks = max(1, torch.get_num_threads())
+
+    def block(self, options: PassOptions) -> int:
+        return options.block or DEFAULT_BLOCK
+
+    def count_tiles(self, n: int, options: PassOptions) -> int:
+        return count_tiles(n, self.block(options))
+
+    def _tiles(self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions):
+        Xn = normalize(X, inv_norm)
+        block = self.block(options)
+        buf = torch.empty(block * block, dtype=torch.float32)
+        for tile in upper_tiles(Xn.shape[0], block):
+            rows, cols = tile.r1 - tile.r0, tile.c1 - tile.c0
+            C = buf[: rows * cols].view(rows, cols)
+            torch.matmul(Xn[tile.r0 : tile.r1], Xn[tile.c0 : tile.c1].T, out=C)
+            yield tile, C.numpy()
+
+    def pair_stats(
+        self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions, progress: Progress
+    ) -> PairStats:
+        n = X.shape[0]
+        part = self._k.new_partials(self.n_chunks, options.radix)
+        t_neg = np.zeros(n, np.int64)
+        t_total = np.zeros(n, np.float64)
+        t_min = np.full(n, np.inf, np.float32)
+        t_max = np.full(n, -np.inf, np.float32)
+        t_nearest = np.full(n, NO_PARTNER, np.int64)
+        for tile, C in self._tiles(X, inv_norm, options):
+            self._k.reduce_tile(
+                C, C.view(np.int32), tile.r0, tile.c0, tile.diagonal, options.radix,
+                part["neg"], part["total"], part["total_sq"], part["min"], part["max"],
+                part["hist"], part["radix_hi"],
+                t_neg, t_total, t_min, t_max, t_nearest,
+            )  # fmt: skip
+            progress(1)
+        hist = part["hist"].sum(0)
+        return PairStats(
+            n_rows=n,
+            pairs=int(hist.sum()),
+            neg=int(part["neg"].sum()),
+            total=float(part["total"].sum()),
+            total_sq=float(part["total_sq"].sum()),
+            min=float(part["min"].min()),
+            max=float(part["max"].max()),
+            hist=hist,
+            radix_hi=part["radix_hi"].sum(0) if options.radix else None,
+            per_token=PerToken(
+                neg=t_neg,
+                total=t_total,
+                min=t_min.astype(np.float64),
+                max=t_max.astype(np.float64),
+                nearest=t_nearest,
+            )
+            if options.per_token
+            else None,
+        )
+
+    def radix_low(
+        self,
+        X: torch.Tensor,
+        inv_norm: torch.Tensor,
+        prefixes: list[int],
+        options: PassOptions,
+        progress: Progress,
+    ) -> np.ndarray:
+        lookup = np.full(RADIX_BINS, -1, np.int64)
+        lookup[prefixes] = np.arange(len(prefixes))
+        counts = np.zeros((self.n_chunks, len(prefixes), RADIX_BINS), np.int64)
+        for tile, C in self._tiles(X, inv_norm, options):
+            self._k.radix_low_tile(C.view(np.int32), tile.diagonal, lookup, counts)
+            progress(1)
+        return counts.sum(0)
+
+
+__all__ = ["CpuFusedBackend", "FINE_BINS", "available"]

@@ -1,0 +1,194 @@
+"""Fused CPU epilogue of the full pass, compiled with numba.
+
+After the matmul of a tile C = X̂_I X̂_Jᵀ (bi × bj, fp32, C-contiguous), one pass over C,
+while it is still in cache, reduces everything the engine needs:
+
+* per row i (token r0 + i): negative count, float64 sum, min, max and argmax over its
+  partners in the tile, merged straight into the global per-token arrays;
+* per column j (token c0 + j): the same, in per-chunk partials merged after the parallel
+  loop (columns are shared by all row chunks);
+* the global negative count, sum, sum of squares, min and max, and the fine histogram
+  (and the high halves of the order keys for exact quantiles), in per-chunk partials that
+  live for the whole pass and are summed once at the end.
+
+A diagonal tile (r0 == c0) reduces only its strict upper triangle j > i: each pair counts
+once globally, row i gets it as a row pair and token j as a column pair, and the self pair
+never appears. So no tile is symmetrized or masked.
+
+Rows are split into ``n_chunks`` contiguous chunks, one per thread (``numba.prange``); each
+chunk writes only its own rows and its own partials, so there are no races and no atomics.
+Ties of the argmax go to the smaller token id, as everywhere in embkern.
+
+The torch twin of this file is ``embkern/backends/torch_tiled.py``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+FINE_BINS = 20000
+RADIX_BINS = 1 << 16
+_INT32_MIN = -(1 << 31)
+
+
+def new_partials(n_chunks: int, radix: bool) -> dict[str, np.ndarray]:
+    """Per-chunk accumulators that live for a whole pass."""
+    return {
+        "neg": np.zeros(n_chunks, np.int64),
+        "total": np.zeros(n_chunks, np.float64),
+        "total_sq": np.zeros(n_chunks, np.float64),
+        "min": np.full(n_chunks, np.inf),
+        "max": np.full(n_chunks, -np.inf),
+        "hist": np.zeros((n_chunks, FINE_BINS), np.int64),
+        "radix_hi": np.zeros((n_chunks, RADIX_BINS if radix else 1), np.int64),
+    }
+
+
+@numba.njit(cache=True, inline="always")
+def _order_key(bits):
+    """Order-preserving key of an fp32 bit pattern given as int32 (see embkern.quantiles)."""
+    b = np.int64(bits)
+    return b ^ ((b >> 31) | _INT32_MIN)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def reduce_tile(
+    C,
+    C_bits,
+    r0,
+    c0,
+    diagonal,
+    radix,
+    part_neg,
+    part_total,
+    part_sq,
+    part_min,
+    part_max,
+    part_hist,
+    part_radix,
+    t_neg,
+    t_total,
+    t_min,
+    t_max,
+    t_nearest,
+):
+    """Fold one tile into the pass accumulators (see the module docstring).
+
+    Args:
+        C: float32 (bi, bj) cosines of rows r0.. against columns c0.. (valid-row indices).
+        C_bits: C viewed as int32 (the same memory), for the order keys.
+        diagonal: r0 == c0; only j > i is reduced.
+        radix: also count the high halves of the order keys into ``part_radix``.
+        part_*: per-chunk pass accumulators from :func:`new_partials`; their first dimension
+            is the number of chunks.
+        t_*: per-token arrays over all valid rows: int64 neg, float64 total, float32 min,
+            float32 max, int64 nearest.
+    """
+    bi, bj = C.shape
+    n_chunks = part_neg.shape[0]
+    step = (bi + n_chunks - 1) // n_chunks
+    col_neg = np.zeros((n_chunks, bj), np.int64)
+    col_total = np.zeros((n_chunks, bj), np.float64)
+    col_min = np.full((n_chunks, bj), np.inf, np.float32)
+    col_max = np.full((n_chunks, bj), -np.inf, np.float32)
+    col_arg = np.full((n_chunks, bj), -1, np.int64)
+    # fp32 arithmetic, as in embkern.quantiles.fine_bin_index: every backend must put a
+    # cosine on a bin edge into the same bin.
+    one = np.float32(1.0)
+    half = np.float32(FINE_BINS / 2)
+    for t in numba.prange(n_chunks):
+        g_neg = 0
+        g_total = 0.0
+        g_sq = 0.0
+        g_min = np.inf
+        g_max = -np.inf
+        for i in range(t * step, min(bi, (t + 1) * step)):
+            j0 = i + 1 if diagonal else 0
+            if j0 >= bj:
+                continue
+            r_neg = 0
+            r_total = 0.0
+            r_sq = 0.0
+            r_min = np.float32(np.inf)
+            r_max = np.float32(-np.inf)
+            r_arg = -1
+            for j in range(j0, bj):
+                c = C[i, j]
+                neg = c < 0
+                r_neg += neg
+                r_total += c
+                r_sq += np.float64(c) * c
+                r_min = min(r_min, c)
+                if c > r_max:
+                    r_max = c
+                    r_arg = j
+                col_neg[t, j] += neg
+                col_total[t, j] += c
+                col_min[t, j] = min(col_min[t, j], c)
+                if c > col_max[t, j]:
+                    col_max[t, j] = c
+                    col_arg[t, j] = i
+            for j in range(j0, bj):
+                b = int((C[i, j] + one) * half)
+                part_hist[t, min(max(b, 0), FINE_BINS - 1)] += 1
+            if radix:
+                for j in range(j0, bj):
+                    part_radix[t, (_order_key(C_bits[i, j]) >> 16) & 0xFFFF] += 1
+            g_neg += r_neg
+            g_total += r_total
+            g_sq += r_sq
+            g_min = min(g_min, r_min)
+            g_max = max(g_max, r_max)
+            row = r0 + i
+            t_neg[row] += r_neg
+            t_total[row] += r_total
+            t_min[row] = min(t_min[row], r_min)
+            arg = c0 + r_arg
+            if r_max > t_max[row] or (r_max == t_max[row] and arg < t_nearest[row]):
+                t_max[row] = r_max
+                t_nearest[row] = arg
+        part_neg[t] += g_neg
+        part_total[t] += g_total
+        part_sq[t] += g_sq
+        part_min[t] = min(part_min[t], g_min)
+        part_max[t] = max(part_max[t], g_max)
+    # Columns: chunks hold ascending rows, so a strict > keeps the smaller row on ties.
+    for j in range(bj):
+        best = np.float32(-np.inf)
+        best_arg = -1
+        for t in range(n_chunks):
+            if col_arg[t, j] >= 0 and col_max[t, j] > best:
+                best = col_max[t, j]
+                best_arg = col_arg[t, j]
+        col = c0 + j
+        t_neg[col] += col_neg[:, j].sum()
+        t_total[col] += col_total[:, j].sum()
+        t_min[col] = min(t_min[col], col_min[:, j].min())
+        if best_arg >= 0:
+            arg = r0 + best_arg
+            if best > t_max[col] or (best == t_max[col] and arg < t_nearest[col]):
+                t_max[col] = best
+                t_nearest[col] = arg
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def radix_low_tile(C_bits, diagonal, lookup, part_counts):
+    """Second exact-quantile pass over one tile: count low key halves of selected prefixes.
+
+    Args:
+        C_bits: int32 (bi, bj) view of a float32 tile; on a diagonal tile only j > i counts.
+        lookup: int64 (65536,), row of ``part_counts`` for each high half, or -1 to skip.
+        part_counts: int64 (n_chunks, n_prefixes, 65536) per-chunk counts for the pass.
+    """
+    bi, bj = C_bits.shape
+    n_chunks = part_counts.shape[0]
+    step = (bi + n_chunks - 1) // n_chunks
+    for t in numba.prange(n_chunks):
+        for i in range(t * step, min(bi, (t + 1) * step)):
+            j0 = i + 1 if diagonal else 0
+            for j in range(j0, bj):
+                key = _order_key(C_bits[i, j])
+                p = lookup[(key >> 16) & 0xFFFF]
+                if p >= 0:
+                    part_counts[t, p, key & 0xFFFF] += 1
