@@ -52,6 +52,57 @@ def _order_key(bits):
     return b ^ ((b >> 31) | _INT32_MIN)
 
 
+_FAST = {"reassoc", "contract"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _row_stats(row):
+    """Negative count, fp32 sum, fp32 sum of squares, min and max of a row.
+
+    Each sweep below is a separate small function so that the compiler vectorizes it on its
+    own; the row stays in L1 between sweeps. fp32 partial sums over at most one tile row or
+    column are added into float64 by the caller.
+    """
+    neg = 0
+    total = np.float32(0.0)
+    sq = np.float32(0.0)
+    low = np.float32(np.inf)
+    high = np.float32(-np.inf)
+    for j in range(row.shape[0]):
+        c = row[j]
+        neg += c < 0
+        total += c
+        sq += c * c
+        low = min(low, c)
+        high = max(high, c)
+    return neg, total, sq, low, high
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _fold_columns(row, i, neg, total, low, high, arg):
+    """Fold row i of the tile into the running column statistics of one chunk."""
+    for j in range(row.shape[0]):
+        c = row[j]
+        neg[j] += c < 0
+        total[j] += c
+        low[j] = min(low[j], c)
+        better = c > high[j]
+        high[j] = c if better else high[j]
+        arg[j] = i if better else arg[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_histogram(row, bins, hist):
+    """Count a row into the fine histogram (bin index in fp32, as every backend does)."""
+    one = np.float32(1.0)
+    half = np.float32(FINE_BINS / 2)
+    for j in range(row.shape[0]):
+        # Truncation maps the rounding just below -1 to bin 0; min() catches c >= 1.
+        bins[j] = min(np.int32((row[j] + one) * half), FINE_BINS - 1)
+    for j in range(row.shape[0]):
+        hist[bins[j]] += 1
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def reduce_tile(
     C,
@@ -88,16 +139,15 @@ def reduce_tile(
     bi, bj = C.shape
     n_chunks = part_neg.shape[0]
     step = (bi + n_chunks - 1) // n_chunks
-    col_neg = np.zeros((n_chunks, bj), np.int64)
-    col_total = np.zeros((n_chunks, bj), np.float64)
+    col_neg = np.zeros((n_chunks, bj), np.int32)
+    col_total = np.zeros((n_chunks, bj), np.float32)
     col_min = np.full((n_chunks, bj), np.inf, np.float32)
     col_max = np.full((n_chunks, bj), -np.inf, np.float32)
     col_arg = np.full((n_chunks, bj), -1, np.int64)
-    # fp32 arithmetic, as in embkern.quantiles.fine_bin_index: every backend must put a
-    # cosine on a bin edge into the same bin.
-    one = np.float32(1.0)
-    half = np.float32(FINE_BINS / 2)
+    bins = np.empty((n_chunks, bj), np.int32)
     for t in numba.prange(n_chunks):
+        cn, cs, cmin, cmax, carg = col_neg[t], col_total[t], col_min[t], col_max[t], col_arg[t]
+        hist, tbins = part_hist[t], bins[t]
         g_neg = 0
         g_total = 0.0
         g_sq = 0.0
@@ -107,31 +157,12 @@ def reduce_tile(
             j0 = i + 1 if diagonal else 0
             if j0 >= bj:
                 continue
-            r_neg = 0
-            r_total = 0.0
-            r_sq = 0.0
-            r_min = np.float32(np.inf)
-            r_max = np.float32(-np.inf)
-            r_arg = -1
-            for j in range(j0, bj):
-                c = C[i, j]
-                neg = c < 0
-                r_neg += neg
-                r_total += c
-                r_sq += np.float64(c) * c
-                r_min = min(r_min, c)
-                if c > r_max:
-                    r_max = c
-                    r_arg = j
-                col_neg[t, j] += neg
-                col_total[t, j] += c
-                col_min[t, j] = min(col_min[t, j], c)
-                if c > col_max[t, j]:
-                    col_max[t, j] = c
-                    col_arg[t, j] = i
-            for j in range(j0, bj):
-                b = int((C[i, j] + one) * half)
-                part_hist[t, min(max(b, 0), FINE_BINS - 1)] += 1
+            # Every sweep starts at 0 of a sliced row: a loop from a run-time offset is not
+            # vectorized, and costs about three times as much.
+            row = C[i, j0:]
+            r_neg, r_total, r_sq, r_min, r_max = _row_stats(row)
+            _fold_columns(row, i, cn[j0:], cs[j0:], cmin[j0:], cmax[j0:], carg[j0:])
+            _fold_histogram(row, tbins, hist)
             if radix:
                 for j in range(j0, bj):
                     part_radix[t, (_order_key(C_bits[i, j]) >> 16) & 0xFFFF] += 1
@@ -140,14 +171,19 @@ def reduce_tile(
             g_sq += r_sq
             g_min = min(g_min, r_min)
             g_max = max(g_max, r_max)
-            row = r0 + i
-            t_neg[row] += r_neg
-            t_total[row] += r_total
-            t_min[row] = min(t_min[row], r_min)
-            arg = c0 + r_arg
-            if r_max > t_max[row] or (r_max == t_max[row] and arg < t_nearest[row]):
-                t_max[row] = r_max
-                t_nearest[row] = arg
+            token = r0 + i
+            t_neg[token] += r_neg
+            t_total[token] += r_total
+            t_min[token] = min(t_min[token], r_min)
+            # The argmax is searched only when this tile can change the nearest token.
+            if r_max >= t_max[token]:
+                j = 0
+                while row[j] != r_max:
+                    j += 1
+                arg = c0 + j0 + j
+                if r_max > t_max[token] or arg < t_nearest[token]:
+                    t_max[token] = r_max
+                    t_nearest[token] = arg
         part_neg[t] += g_neg
         part_total[t] += g_total
         part_sq[t] += g_sq
@@ -157,14 +193,20 @@ def reduce_tile(
     for j in range(bj):
         best = np.float32(-np.inf)
         best_arg = -1
+        neg = 0
+        total = 0.0
+        low = np.float32(np.inf)
         for t in range(n_chunks):
+            neg += col_neg[t, j]
+            total += col_total[t, j]
+            low = min(low, col_min[t, j])
             if col_arg[t, j] >= 0 and col_max[t, j] > best:
                 best = col_max[t, j]
                 best_arg = col_arg[t, j]
         col = c0 + j
-        t_neg[col] += col_neg[:, j].sum()
-        t_total[col] += col_total[:, j].sum()
-        t_min[col] = min(t_min[col], col_min[:, j].min())
+        t_neg[col] += neg
+        t_total[col] += total
+        t_min[col] = min(t_min[col], low)
         if best_arg >= 0:
             arg = r0 + best_arg
             if best > t_max[col] or (best == t_max[col] and arg < t_nearest[col]):

@@ -2,9 +2,9 @@
 
 ``auto`` picks the best available for the device: on the CPU the fused numba epilogue
 (``cpu-fused``) when numba imports, else the tiled torch backend; the tiled torch backend on
-CUDA and MPS (the fused Triton kernel will take CUDA when it lands). A backend the user names explicitly
-either runs or raises a :class:`~embkern.errors.BackendError` that says why; only ``auto``
-falls back quietly.
+CUDA and MPS (the fused Triton kernel will take CUDA when it lands). A backend the user names
+explicitly either runs or raises a :class:`~embkern.errors.BackendError` that says why; only
+``auto`` falls back quietly.
 """
 
 from __future__ import annotations

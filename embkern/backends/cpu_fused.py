@@ -25,7 +25,7 @@ from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken
 from .base import Backend, PassOptions, Progress
 from .torch_tiled import normalize
 
-DEFAULT_BLOCK = 1024
+DEFAULT_BLOCK = 2048
 
 
 def available() -> bool:
