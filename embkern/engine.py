@@ -105,7 +105,7 @@ def full_pass(
     else:
         qvals = quantiles.from_histogram(stats.hist, qs, stats.min, stats.max)
     mean = stats.total / stats.pairs
-    std = math.sqrt(max(stats.total_sq / stats.pairs - mean * mean, 0.0))
+    std = math.sqrt(stats.m2 / stats.pairs)
     cf_mean, cf_std = closed_form_moments(prep)
     if abs(cf_mean - mean) > CLOSED_FORM_TOLERANCE or abs(cf_std - std) > CLOSED_FORM_TOLERANCE:
         warnings.warn(

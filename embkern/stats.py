@@ -26,6 +26,14 @@ RADIX_BINS = 1 << 16
 NO_PARTNER = np.iinfo(np.int64).max
 
 
+def merged_m2(n_a: int, total_a: float, m2_a: float, n_b: int, total_b: float, m2_b: float):
+    """Sum of squared deviations of the union of two samples (Chan, Golub & LeVeque 1979)."""
+    if n_a == 0 or n_b == 0:
+        return m2_a + m2_b
+    delta = total_b / n_b - total_a / n_a
+    return m2_a + m2_b + delta * delta * (n_a * n_b / (n_a + n_b))
+
+
 @dataclass
 class PerToken:
     """Per-token reductions over all partners j != i, indexed by valid row.
@@ -75,7 +83,9 @@ class PairStats:
         pairs: number of pairs reduced so far (int).
         neg: pairs with cosine < 0 (int).
         total: float64 sum of the cosines.
-        total_sq: float64 sum of the squared cosines.
+        m2: float64 sum of squared deviations of the cosines from their mean, merged with
+            Chan et al.'s pairwise formula, so the variance m2 / pairs has no cancellation
+            even when every cosine is nearly the same.
         min, max: extreme cosines (+inf / -inf when no pair was seen).
         hist: int64 (FINE_BINS,), counts over [-1, 1]; bin b holds
             cos in [-1 + b*w, -1 + (b+1)*w) with w = 2 / FINE_BINS, values outside [-1, 1]
@@ -89,7 +99,7 @@ class PairStats:
     pairs: int = 0
     neg: int = 0
     total: float = 0.0
-    total_sq: float = 0.0
+    m2: float = 0.0
     min: float = float("inf")
     max: float = float("-inf")
     hist: np.ndarray = field(default_factory=lambda: np.zeros(FINE_BINS, np.int64))
@@ -115,7 +125,7 @@ class PairStats:
             pairs=self.pairs + other.pairs,
             neg=self.neg + other.neg,
             total=self.total + other.total,
-            total_sq=self.total_sq + other.total_sq,
+            m2=merged_m2(self.pairs, self.total, self.m2, other.pairs, other.total, other.m2),
             min=min(self.min, other.min),
             max=max(self.max, other.max),
             hist=self.hist + other.hist,

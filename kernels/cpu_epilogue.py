@@ -1,13 +1,16 @@
 """Fused CPU epilogue of the full pass, compiled with numba.
 
-After the matmul of a tile C = X̂_I X̂_Jᵀ (bi × bj, fp32, C-contiguous), one pass over C,
-while it is still in cache, reduces everything the engine needs:
+After the matmul of a tile of raw dot products C = X_I X_Jᵀ (bi × bj, fp32, C-contiguous),
+one pass over C, while it is still in cache, scales each entry into a cosine with the fp32
+inverse norms of its row and column (so no normalized copy of X is ever made) and reduces
+everything the engine needs:
 
 * per row i (token r0 + i): negative count, float64 sum, min, max and argmax over its
   partners in the tile, merged straight into the global per-token arrays;
 * per column j (token c0 + j): the same, in per-chunk partials merged after the parallel
   loop (columns are shared by all row chunks);
-* the global negative count, sum, sum of squares, min and max, and the fine histogram
+* the global negative count, sum, sum of squared deviations (merged row by row with Chan's
+  formula, so a near-constant matrix loses no precision), min and max, and the fine histogram
   (and the high halves of the order keys for exact quantiles), in per-chunk partials that
   live for the whole pass and are summed once at the end.
 
@@ -37,7 +40,8 @@ def new_partials(n_chunks: int, radix: bool) -> dict[str, np.ndarray]:
     return {
         "neg": np.zeros(n_chunks, np.int64),
         "total": np.zeros(n_chunks, np.float64),
-        "total_sq": np.zeros(n_chunks, np.float64),
+        "count": np.zeros(n_chunks, np.int64),
+        "m2": np.zeros(n_chunks, np.float64),
         "min": np.full(n_chunks, np.inf),
         "max": np.full(n_chunks, -np.inf),
         "hist": np.zeros((n_chunks, FINE_BINS), np.int64),
@@ -55,9 +59,16 @@ def _order_key(bits):
 _FAST = {"reassoc", "contract"}
 
 
+@numba.njit(cache=True, nogil=True)
+def _scale_row(row, inv_row, inv_cols):
+    """Turn dot products into cosines in place: row[j] * inv_row * inv_cols[j] in fp32."""
+    for j in range(row.shape[0]):
+        row[j] = row[j] * inv_row * inv_cols[j]
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _row_stats(row):
-    """Negative count, fp32 sum, fp32 sum of squares, min and max of a row.
+    """Negative count, fp32 sum, min and max of a row.
 
     Each sweep below is a separate small function so that the compiler vectorizes it on its
     own; the row stays in L1 between sweeps. fp32 partial sums over at most one tile row or
@@ -65,17 +76,25 @@ def _row_stats(row):
     """
     neg = 0
     total = np.float32(0.0)
-    sq = np.float32(0.0)
     low = np.float32(np.inf)
     high = np.float32(-np.inf)
     for j in range(row.shape[0]):
         c = row[j]
         neg += c < 0
         total += c
-        sq += c * c
         low = min(low, c)
         high = max(high, c)
-    return neg, total, sq, low, high
+    return neg, total, low, high
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _row_m2(row, mean):
+    """Sum of squared deviations of a row from ``mean`` (fp32; the row is short)."""
+    m2 = np.float32(0.0)
+    for j in range(row.shape[0]):
+        d = row[j] - mean
+        m2 += d * d
+    return m2
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -107,13 +126,16 @@ def _fold_histogram(row, bins, hist):
 def reduce_tile(
     C,
     C_bits,
+    inv_rows,
+    inv_cols,
     r0,
     c0,
     diagonal,
     radix,
     part_neg,
     part_total,
-    part_sq,
+    part_count,
+    part_m2,
     part_min,
     part_max,
     part_hist,
@@ -127,8 +149,10 @@ def reduce_tile(
     """Fold one tile into the pass accumulators (see the module docstring).
 
     Args:
-        C: float32 (bi, bj) cosines of rows r0.. against columns c0.. (valid-row indices).
+        C: float32 (bi, bj) dot products of rows r0.. against columns c0.. (valid-row
+            indices); overwritten with the cosines.
         C_bits: C viewed as int32 (the same memory), for the order keys.
+        inv_rows, inv_cols: float32 (bi,), (bj,) inverse norms of the tile's rows and columns.
         diagonal: r0 == c0; only j > i is reduced.
         radix: also count the high halves of the order keys into ``part_radix``.
         part_*: per-chunk pass accumulators from :func:`new_partials`; their first dimension
@@ -149,8 +173,9 @@ def reduce_tile(
         cn, cs, cmin, cmax, carg = col_neg[t], col_total[t], col_min[t], col_max[t], col_arg[t]
         hist, tbins = part_hist[t], bins[t]
         g_neg = 0
-        g_total = 0.0
-        g_sq = 0.0
+        g_total = part_total[t]
+        g_count = part_count[t]
+        g_m2 = part_m2[t]
         g_min = np.inf
         g_max = -np.inf
         for i in range(t * step, min(bi, (t + 1) * step)):
@@ -160,7 +185,16 @@ def reduce_tile(
             # Every sweep starts at 0 of a sliced row: a loop from a run-time offset is not
             # vectorized, and costs about three times as much.
             row = C[i, j0:]
-            r_neg, r_total, r_sq, r_min, r_max = _row_stats(row)
+            _scale_row(row, inv_rows[i], inv_cols[j0:])
+            r_neg, r_total, r_min, r_max = _row_stats(row)
+            r_count = bj - j0
+            r_mean = np.float64(r_total) / r_count
+            r_m2 = _row_m2(row, np.float32(r_mean))
+            if g_count > 0:
+                delta = r_mean - g_total / g_count
+                g_m2 += delta * delta * (g_count * r_count / (g_count + r_count))
+            g_m2 += r_m2
+            g_count += r_count
             _fold_columns(row, i, cn[j0:], cs[j0:], cmin[j0:], cmax[j0:], carg[j0:])
             _fold_histogram(row, tbins, hist)
             if radix:
@@ -168,7 +202,6 @@ def reduce_tile(
                     part_radix[t, (_order_key(C_bits[i, j]) >> 16) & 0xFFFF] += 1
             g_neg += r_neg
             g_total += r_total
-            g_sq += r_sq
             g_min = min(g_min, r_min)
             g_max = max(g_max, r_max)
             token = r0 + i
@@ -185,8 +218,9 @@ def reduce_tile(
                     t_max[token] = r_max
                     t_nearest[token] = arg
         part_neg[t] += g_neg
-        part_total[t] += g_total
-        part_sq[t] += g_sq
+        part_total[t] = g_total
+        part_count[t] = g_count
+        part_m2[t] = g_m2
         part_min[t] = min(part_min[t], g_min)
         part_max[t] = max(part_max[t], g_max)
     # Columns: chunks hold ascending rows, so a strict > keeps the smaller row on ties.
@@ -215,11 +249,12 @@ def reduce_tile(
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def radix_low_tile(C_bits, diagonal, lookup, part_counts):
+def radix_low_tile(C, C_bits, inv_rows, inv_cols, diagonal, lookup, part_counts):
     """Second exact-quantile pass over one tile: count low key halves of selected prefixes.
 
     Args:
-        C_bits: int32 (bi, bj) view of a float32 tile; on a diagonal tile only j > i counts.
+        C, C_bits, inv_rows, inv_cols: as for :func:`reduce_tile`; on a diagonal tile only
+            j > i counts.
         lookup: int64 (65536,), row of ``part_counts`` for each high half, or -1 to skip.
         part_counts: int64 (n_chunks, n_prefixes, 65536) per-chunk counts for the pass.
     """
@@ -229,6 +264,9 @@ def radix_low_tile(C_bits, diagonal, lookup, part_counts):
     for t in numba.prange(n_chunks):
         for i in range(t * step, min(bi, (t + 1) * step)):
             j0 = i + 1 if diagonal else 0
+            if j0 >= bj:
+                continue
+            _scale_row(C[i, j0:], inv_rows[i], inv_cols[j0:])
             for j in range(j0, bj):
                 key = _order_key(C_bits[i, j])
                 p = lookup[(key >> 16) & 0xFFFF]

@@ -61,7 +61,7 @@ def assert_stats_equal(a: PairStats, b: PairStats, sum_rtol: float = 0.0) -> Non
     """Field by field: integers, extremes and nearest exactly, float64 sums within sum_rtol."""
     assert (a.n_rows, a.pairs, a.neg, a.nonneg) == (b.n_rows, b.pairs, b.neg, b.nonneg)
     assert (a.min, a.max) == (b.min, b.max)
-    np.testing.assert_allclose([a.total, a.total_sq], [b.total, b.total_sq], rtol=sum_rtol)
+    np.testing.assert_allclose([a.total, a.m2], [b.total, b.m2], rtol=sum_rtol)
     np.testing.assert_array_equal(a.hist, b.hist)
     if a.radix_hi is None or b.radix_hi is None:
         assert a.radix_hi is None and b.radix_hi is None

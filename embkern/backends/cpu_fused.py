@@ -2,8 +2,10 @@
 
 Same tile schedule and results as :mod:`embkern.backends.torch_tiled`, but each tile's
 statistics are reduced in a single compiled pass over the tile while it is in cache
-(``embkern.kernels.cpu_epilogue``), instead of a dozen eager torch passes. The tile buffer is
-allocated once and reused (``torch.matmul(..., out=)``).
+(``embkern.kernels.cpu_epilogue``), instead of a dozen eager torch passes. The matmul takes X
+as it is (row blocks of float16/bfloat16 are upcast to fp32 one block at a time) and the
+epilogue scales each dot product by the two inverse norms, so beyond X the pass holds only the
+tile buffer (allocated once, ``torch.matmul(..., out=)``) and O(V) per-token arrays.
 
 Why numba: the epilogue needs a scatter (the histogram) and argmax bookkeeping in the same loop
 as the sign counts and sums; numba compiles exactly that loop to native code with OpenMP-style
@@ -21,9 +23,8 @@ import numpy as np
 import torch
 
 from ..schedule import count_tiles, upper_tiles
-from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken
+from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken, merged_m2
 from .base import Backend, PassOptions, Progress
-from .torch_tiled import normalize
 
 DEFAULT_BLOCK = 2048
 
@@ -56,14 +57,19 @@ class CpuFusedBackend(Backend):
         return count_tiles(n, self.block(options))
 
     def _tiles(self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions):
-        Xn = normalize(X, inv_norm)
+        """Yield (tile, fp32 dot products, row inverse norms, column inverse norms)."""
         block = self.block(options)
+        inv = inv_norm.numpy()
         buf = torch.empty(block * block, dtype=torch.float32)
-        for tile in upper_tiles(Xn.shape[0], block):
+        row_block = None
+        for tile in upper_tiles(X.shape[0], block):
+            if tile.diagonal:
+                row_block = X[tile.r0 : tile.r1].to(torch.float32)
             rows, cols = tile.r1 - tile.r0, tile.c1 - tile.c0
             C = buf[: rows * cols].view(rows, cols)
-            torch.matmul(Xn[tile.r0 : tile.r1], Xn[tile.c0 : tile.c1].T, out=C)
-            yield tile, C.numpy()
+            col_block = X[tile.c0 : tile.c1].to(torch.float32)
+            torch.matmul(row_block, col_block.T, out=C)
+            yield tile, C.numpy(), inv[tile.r0 : tile.r1], inv[tile.c0 : tile.c1]
 
     def pair_stats(
         self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions, progress: Progress
@@ -75,21 +81,27 @@ class CpuFusedBackend(Backend):
         t_min = np.full(n, np.inf, np.float32)
         t_max = np.full(n, -np.inf, np.float32)
         t_nearest = np.full(n, NO_PARTNER, np.int64)
-        for tile, C in self._tiles(X, inv_norm, options):
+        for tile, C, inv_rows, inv_cols in self._tiles(X, inv_norm, options):
             self._k.reduce_tile(
-                C, C.view(np.int32), tile.r0, tile.c0, tile.diagonal, options.radix,
-                part["neg"], part["total"], part["total_sq"], part["min"], part["max"],
+                C, C.view(np.int32), inv_rows, inv_cols,
+                tile.r0, tile.c0, tile.diagonal, options.radix,
+                part["neg"], part["total"], part["count"], part["m2"], part["min"], part["max"],
                 part["hist"], part["radix_hi"],
                 t_neg, t_total, t_min, t_max, t_nearest,
             )  # fmt: skip
             progress(1)
         hist = part["hist"].sum(0)
+        count, total, m2 = 0, 0.0, 0.0
+        for k in range(self.n_chunks):
+            chunk = (int(part["count"][k]), float(part["total"][k]), float(part["m2"][k]))
+            m2 = merged_m2(count, total, m2, *chunk)
+            count, total = count + chunk[0], total + chunk[1]
         return PairStats(
             n_rows=n,
             pairs=int(hist.sum()),
             neg=int(part["neg"].sum()),
-            total=float(part["total"].sum()),
-            total_sq=float(part["total_sq"].sum()),
+            total=total,
+            m2=m2,
             min=float(part["min"].min()),
             max=float(part["max"].max()),
             hist=hist,
@@ -116,8 +128,10 @@ class CpuFusedBackend(Backend):
         lookup = np.full(RADIX_BINS, -1, np.int64)
         lookup[prefixes] = np.arange(len(prefixes))
         counts = np.zeros((self.n_chunks, len(prefixes), RADIX_BINS), np.int64)
-        for tile, C in self._tiles(X, inv_norm, options):
-            self._k.radix_low_tile(C.view(np.int32), tile.diagonal, lookup, counts)
+        for tile, C, inv_rows, inv_cols in self._tiles(X, inv_norm, options):
+            self._k.radix_low_tile(
+                C, C.view(np.int32), inv_rows, inv_cols, tile.diagonal, lookup, counts
+            )
             progress(1)
         return counts.sum(0)
 

@@ -83,7 +83,7 @@ class NaiveBackend(Backend):
             pairs=values.numel(),
             neg=int((values < 0).sum()),
             total=float(values.sum(dtype=torch.float64)),
-            total_sq=float(values.double().square().sum()),
+            m2=float((values.double() - values.double().mean()).square().sum()),
             min=float(values.min()),
             max=float(values.max()),
             hist=hist.cpu().numpy(),

@@ -17,7 +17,7 @@ import torch
 
 from .. import quantiles
 from ..schedule import count_tiles, upper_tiles
-from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken
+from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken, merged_m2
 from .base import Backend, PassOptions, Progress
 
 _BLOCK = {"cpu": 1024, "cuda": 4096, "mps": 2048}
@@ -38,7 +38,7 @@ class _Accumulator:
         self.pairs = 0
         self.neg = torch.zeros((), **z64)
         self.total = torch.zeros((), **f64)
-        self.total_sq = torch.zeros((), **f64)
+        self.m2 = 0.0
         self.min = torch.full((), float("inf"), device=device)
         self.max = torch.full((), float("-inf"), device=device)
         self.hist = torch.zeros(FINE_BINS, **z64)
@@ -55,10 +55,13 @@ class _Accumulator:
         """Fold a tensor of pair cosines (each unordered pair once) into the global stats."""
         if values.numel() == 0:
             return
-        self.pairs += values.numel()
+        n = values.numel()
+        total = values.sum(dtype=torch.float64)
+        m2 = float((values.double() - total / n).square().sum())
+        self.m2 = merged_m2(self.pairs, float(self.total), self.m2, n, float(total), m2)
+        self.pairs += n
         self.neg += (values < 0).sum()
-        self.total += values.sum(dtype=torch.float64)
-        self.total_sq += values.square().sum(dtype=torch.float64)
+        self.total += total
         self.min = torch.minimum(self.min, values.min())
         self.max = torch.maximum(self.max, values.max())
         flat = values.reshape(-1)
@@ -111,7 +114,7 @@ class _Accumulator:
             pairs=self.pairs,
             neg=int(self.neg),
             total=float(self.total),
-            total_sq=float(self.total_sq),
+            m2=self.m2,
             min=float(self.min),
             max=float(self.max),
             hist=self.hist.cpu().numpy(),
