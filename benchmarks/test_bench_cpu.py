@@ -1,9 +1,14 @@
 """CPU benchmarks of the full pass, run with ``pytest benchmarks/ --benchmark-only``.
 
-Three cases on the same synthetic matrix, in one run, so their ratios mean something:
-the raw fp32 matmul of the half problem (the roofline: the tiles J >= I with no statistics),
-the tiled torch full pass, and the naive path (normalize, V×V matmul, torch reductions).
-Not part of the test suite (``testpaths = tests``): timings are never assertions.
+For each case, three benchmarks on the same matrix in one session, so their ratios mean
+something: the raw fp32 matmul of the half problem (the roofline: the tiles J >= I with no
+statistics), the full pass of the default CPU backend, and the naive path (normalize, V×V
+matmul, torch reductions) where it fits. Timings are never assertions; ``embkern bench``
+prints the same comparison as one table with peak memory.
+
+Cases: MiniLM (30522×384) and SmolLM2 (49152×576) when their packages are installed, and a
+synthetic 262144×640 (Gemma 3 270M's shape; one round, about 10 minutes on 2 cores; the naive
+path would need 480 GB and is skipped).
 """
 
 from __future__ import annotations
@@ -12,35 +17,49 @@ import pytest
 import torch
 
 import embkern
-from embkern.backends.torch_tiled import normalize
-from embkern.schedule import upper_tiles
+from embkern.bench import _half_matmul
+from embkern.prepare import prepare
 
-SHAPES = {"small-8192x384": (8192, 384)}
-
-
-@pytest.fixture(scope="module", params=list(SHAPES))
-def matrix(request):
-    V, d = SHAPES[request.param]
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn(V, d, generator=gen)
+CPU = torch.device("cpu")
+CASES = {"minilm": 1, "smollm2": 1, "random:262144x640": 1}
 
 
-def _half_matmul(X: torch.Tensor, block: int = 1024) -> None:
-    Xn = normalize(X, 1.0 / X.norm(dim=1))
-    for tile in upper_tiles(Xn.shape[0], block):
-        Xn[tile.r0 : tile.r1] @ Xn[tile.c0 : tile.c1].T
+def _matrix(name: str) -> torch.Tensor:
+    if name.startswith("random:"):
+        from embkern.bench import random_matrix
+
+        return random_matrix(name)
+    try:
+        return embkern.load(name).matrix
+    except embkern.InputError as exc:
+        pytest.skip(str(exc))
 
 
-def test_half_matmul(benchmark, matrix):
-    benchmark.group = f"full pass {tuple(matrix.shape)}"
-    benchmark(_half_matmul, matrix)
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    return request.param, _matrix(request.param)
 
 
-def test_full_pass_torch(benchmark, matrix):
-    benchmark.group = f"full pass {tuple(matrix.shape)}"
-    benchmark(embkern.pair_stats, matrix, backend="torch", device="cpu")
+def _pedantic(benchmark, fn, name):
+    benchmark.group = name
+    benchmark.pedantic(fn, rounds=CASES[name], iterations=1, warmup_rounds=0)
 
 
-def test_full_pass_naive(benchmark, matrix):
-    benchmark.group = f"full pass {tuple(matrix.shape)}"
-    benchmark(embkern.pair_stats, matrix, backend="naive", device="cpu")
+def test_half_matmul(benchmark, case):
+    name, X = case
+    prep = prepare(X, CPU)
+    _pedantic(benchmark, lambda: _half_matmul(prep, 2048), name)
+
+
+def test_full_pass(benchmark, case):
+    name, X = case
+    _pedantic(benchmark, lambda: embkern.pair_stats(X, device="cpu"), name)
+
+
+def test_naive(benchmark, case):
+    name, X = case
+    try:
+        embkern.pair_stats(X[:64], backend="naive", device="cpu")
+        _pedantic(benchmark, lambda: embkern.pair_stats(X, backend="naive", device="cpu"), name)
+    except embkern.BackendError as exc:
+        pytest.skip(str(exc))

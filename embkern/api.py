@@ -72,8 +72,7 @@ def pair_stats(
         progress: None, or a factory ``progress(total_tiles, pass_number) -> tick(k)``.
     """
     qs = tuple(float(q) for q in qs)
-    for q in qs:
-        quantiles.order_rank(q, 2)
+    engine.check_request(block=block, hist_bins=hist_bins, qs=qs)
     dev = resolve_device(device)
     impl = get_backend(backend, dev)
     prep = prepare(as_matrix(X), dev)

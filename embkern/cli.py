@@ -120,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cmp_)
     cmp_.add_argument("--format", choices=["markdown", "csv"], default="markdown")
 
+    bench = sub.add_parser(
+        "bench",
+        help="time the full pass against the half-problem matmul and the naive path",
+        description="SOURCE may also be random:VxD[:seed] for a seeded N(0, 1) matrix.",
+    )
+    bench.add_argument("source")
+    bench.add_argument("--backend", choices=BACKENDS, default="auto")
+    bench.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None)
+    bench.add_argument("--block", type=int, default=None, metavar="ROWS")
+    bench.add_argument("--no-naive", action="store_true", help="skip the naive path")
+    bench.add_argument("--repeat", type=int, default=1, help="best of N runs (default 1)")
+    bench.add_argument("--json", default=None, metavar="PATH")
+    bench.add_argument("--tensor", default=None, metavar="NAME")
+    bench.add_argument("--lm-head", action="store_true")
+    bench.add_argument("--revision", default=None)
+    bench.add_argument("--no-progress", action="store_true")
+
     sub.add_parser("models", help="list the packaged model short names")
     return parser
 
@@ -245,6 +262,37 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+
+    if args.block is not None and args.block < 1:
+        raise InputError(f"--block must be a positive number of rows, got {args.block}")
+    X = bench.random_matrix(args.source)
+    name = args.source
+    if X is None:
+        m = _load(args.source, args)
+        X, name = m.matrix, m.name
+    progress = _Progress(not args.no_progress, name)
+    try:
+        result = bench.run(
+            X,
+            name=name,
+            backend=args.backend,
+            device=resolve_device(args.device),
+            block=args.block,
+            naive=not args.no_naive,
+            repeat=args.repeat,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    print(bench.table(result))
+    if args.json:
+        report.write_atomic(args.json, report.to_json(result))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .models import PACKAGED_MODELS
 
@@ -261,7 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         format="embkern: %(message)s",
         stream=sys.stderr,
     )
-    command = {"stats": cmd_stats, "compare": cmd_compare, "models": cmd_models}[args.command]
+    commands = {
+        "stats": cmd_stats,
+        "compare": cmd_compare,
+        "bench": cmd_bench,
+        "models": cmd_models,
+    }
+    command = commands[args.command]
     try:
         return command(args)
     except EmbkernError as exc:

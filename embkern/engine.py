@@ -21,6 +21,7 @@ import torch
 
 from . import quantiles
 from .backends import Backend, PassOptions
+from .errors import InputError
 from .prepare import Prepared, normalized_chunks
 from .results import FullResult, PerTokenResult
 from .stats import FINE_BINS, PairStats
@@ -46,6 +47,19 @@ def closed_form_moments(prep: Prepared) -> tuple[float, float]:
     total_sq = (float(G.square().sum()) - sq2) / 2
     mean = total / pairs
     return mean, math.sqrt(max(total_sq / pairs - mean * mean, 0.0))
+
+
+def check_request(*, block: int | None, hist_bins: int, qs: tuple[float, ...]) -> None:
+    """Refuse a bad request before any work is done."""
+    if block is not None and (not isinstance(block, int) or block < 1):
+        raise InputError(f"block must be a positive number of rows, got {block!r}")
+    if hist_bins < 1 or FINE_BINS % hist_bins:
+        raise InputError(
+            f"hist_bins must divide {FINE_BINS} (e.g. 100, 200, 1000), got {hist_bins}"
+        )
+    for q in qs:
+        if not 0.0 <= q <= 1.0:
+            raise InputError(f"quantile level {q} is outside [0, 1]")
 
 
 def histogram(hist: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +109,7 @@ def full_pass(
         progress: factory called as ``progress(total_units, pass_number)`` that returns the
             per-tile callback; None for no progress.
     """
+    check_request(block=block, hist_bins=hist_bins, qs=qs)
     options = PassOptions(per_token=per_token, radix=exact_quantiles, block=block)
     tick = progress(backend.count_tiles(prep.n, options), 1) if progress else (lambda k: None)
     stats = backend.pair_stats(prep.X, prep.inv_norm, options, tick)

@@ -167,3 +167,35 @@ def test_models_lists_the_packaged_short_names(capsys):
     assert code == 0
     for name in ("smollm2", "minilm", "gemma3-270m"):
         assert name in out
+
+
+def test_bench_reports_three_phases(tmp_path, capsys):
+    js = tmp_path / "b.json"
+    code, out, _ = _run(
+        capsys, "bench", "random:300x17:1", "--block", "64", "--no-progress", "--json", js
+    )
+    assert code == 0
+    for phase in ("matmul", "full", "naive"):
+        assert phase in out
+    doc = json.loads(js.read_text())
+    assert doc["shape"] == [300, 17] and doc["block"] == 64
+    assert doc["full"]["vs_matmul"] == pytest.approx(
+        doc["full"]["seconds"] / doc["matmul"]["seconds"]
+    )
+    assert doc["naive"]["full_speedup"] > 0
+    assert doc["full"]["peak_rss_mb"] >= doc["matmul"]["peak_rss_mb"]
+
+
+def test_bench_skips_a_naive_path_that_does_not_fit(capsys, monkeypatch):
+    from embkern.backends import naive
+
+    monkeypatch.setattr(naive, "available_bytes", lambda device: 1000)
+    code, out, _ = _run(capsys, "bench", "random:300x17", "--no-progress")
+    assert code == 0
+    assert "skipped" in out and "--backend torch" in out
+
+
+@pytest.mark.parametrize("block", ["0", "-5"])
+def test_bad_block_is_a_clear_error(npy, capsys, block):
+    code, _, err = _run(capsys, "stats", npy, "--full", "--block", block)
+    assert code == 2 and "block must be a positive number of rows" in err
