@@ -16,6 +16,7 @@ import torch
 from . import engine, quantiles, sampled
 from .backends import get_backend, resolve_device
 from .prepare import as_matrix, prepare
+from .progress import TileProgress
 from .results import FullResult, SampledResult
 
 
@@ -69,20 +70,30 @@ def pair_stats(
         qs: the quantile levels, each in [0, 1].
         hist_bins: bins of the reported histogram over [-1, 1]; must divide 20000.
         block: tile side in rows; None picks the backend's default.
-        progress: None, or a factory ``progress(total_tiles, pass_number) -> tick(k)``.
+        progress: None or False for no progress, True for a progress bar on stderr, or a
+            factory ``progress(total_tiles, pass_number) -> tick(k)``.
     """
     qs = tuple(float(q) for q in qs)
     engine.check_request(block=block, hist_bins=hist_bins, qs=qs)
     dev = resolve_device(device)
     impl = get_backend(backend, dev)
     prep = prepare(as_matrix(X), dev)
-    return engine.full_pass(
-        prep,
-        impl,
-        per_token=per_token,
-        exact_quantiles=exact_quantiles,
-        qs=qs,
-        hist_bins=hist_bins,
-        block=block,
-        progress=progress,
-    )
+    bars = None
+    if progress is True:
+        progress = bars = TileProgress(True, "embkern")
+    elif progress is False:
+        progress = None
+    try:
+        return engine.full_pass(
+            prep,
+            impl,
+            per_token=per_token,
+            exact_quantiles=exact_quantiles,
+            qs=qs,
+            hist_bins=hist_bins,
+            block=block,
+            progress=progress,
+        )
+    finally:
+        if bars is not None:
+            bars.close()

@@ -148,7 +148,12 @@ def table(report: dict) -> str:
         if phase == "full":
             note = f"{r['vs_matmul']:.2f}x the matmul"
         if phase == "naive":
-            note = f"full pass is {r['full_speedup']:.2f}x faster"
+            speedup = r["full_speedup"]
+            note = (
+                f"full pass is {speedup:.2f}x faster"
+                if speedup >= 1
+                else f"full pass is {1 / speedup:.2f}x slower"
+            )
         rows.append(
             [phase, f"{r['seconds']:.2f}", f"{r['gflops']:.1f}", f"{r['peak_rss_mb']:.0f}", note]
         )
@@ -160,7 +165,7 @@ def table(report: dict) -> str:
     )
     body = tabulate(
         rows,
-        headers=["phase", "seconds", "GFLOP/s", "peak RSS MB", ""],
+        headers=["phase", "seconds", "GFLOP/s", "peak RSS MB", "note"],
         tablefmt="github",
         disable_numparse=True,
     )

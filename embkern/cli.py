@@ -7,17 +7,16 @@ stops at the next tile, writes nothing and exits with status 130.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
+import os
 import sys
 import time
-
-from tqdm import tqdm
 
 from . import engine, report, sampled
 from .backends import BACKENDS, get_backend, resolve_device
 from .errors import EmbkernError, InputError
 from .prepare import prepare
+from .progress import TileProgress
 
 
 def _ids(text: str) -> list[int]:
@@ -83,8 +82,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and chosen")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with embkern's one-line error format."""
+
+    def error(self, message: str):
+        self.exit(2, f"embkern: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="embkern",
         description="Cosine-similarity statistics of an embedding matrix, sampled or over every"
         " pair of the vocabulary. SOURCE is a packaged model short name (see 'embkern models'),"
@@ -141,30 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Progress:
-    """tqdm bars on stderr, one per pass; a factory for :func:`engine.full_pass`."""
-
-    def __init__(self, enabled: bool, label: str):
-        self.enabled, self.label, self.bars = enabled, label, []
-
-    def __call__(self, total: int, pass_number: int):
-        desc = f"{self.label} pass {pass_number}"
-        bar = tqdm(
-            total=total,
-            desc=desc,
-            unit="tile",
-            file=sys.stderr,
-            disable=not self.enabled,
-            dynamic_ncols=True,
-        )
-        self.bars.append(bar)
-        return bar.update
-
-    def close(self) -> None:
-        for bar in self.bars:
-            bar.close()
-
-
 def _load(source: str, args):
     from .loading import load
 
@@ -195,7 +177,7 @@ def _analyse(m, args, anchor_ids=None):
         )
     full = None
     if args.full:
-        progress = _Progress(not args.no_progress, m.name)
+        progress = TileProgress(not args.no_progress, m.name)
         try:
             full = engine.full_pass(
                 prep,
@@ -212,16 +194,29 @@ def _analyse(m, args, anchor_ids=None):
 def cmd_stats(args) -> int:
     if args.per_token and not args.full:
         raise InputError("--per-token needs --full: per-token statistics come from the full pass")
+    for flag, path in (("--json", args.json), ("--per-token", args.per_token)):
+        if path:
+            report.check_output_path(path, flag)
     t0 = time.perf_counter()
     m = _load(args.source, args)
     t1 = time.perf_counter()
     prep, s, full = _analyse(m, args, args.anchor_ids)
     t2 = time.perf_counter()
     desc = _describe(m)
-    print(
-        f"{m.name}: {desc['shape'][0]:,} x {desc['shape'][1]} {desc['dtype']}"
-        f" ({m.tensor_name} in {m.path})"
-    )
+    # Files first: a summary cut short by a closed pipe must not lose them.
+    if args.json:
+        source = {
+            **desc,
+            "excluded_rows": prep.excluded,
+            "padding_rows": len(m.padding_rows),
+            "seconds": {"load": t1 - t0, "compute": t2 - t1},
+        }
+        doc = report.stats_document(source, s, full, negative_ids=args.negative_ids)
+        report.write_atomic(args.json, report.to_json(doc))
+    if args.per_token:
+        report.write_atomic(args.per_token, report.per_token_csv(full, m.tokens))
+    shape = f"{desc['shape'][0]:,} x {desc['shape'][1]} {desc['dtype']}"
+    print(f"{m.name}: {shape} ({m.tensor_name} in {m.path})")
     print(f"excluded rows: {report.excluded_summary(prep.excluded)}")
     if m.padding_rows:
         print(f"rows past the tokenizer's vocabulary ({m.vocab_size}): {len(m.padding_rows)}")
@@ -229,23 +224,9 @@ def cmd_stats(args) -> int:
     if full is not None:
         print(report.full_summary(full, m.tokens))
     print(f"loaded in {t1 - t0:.1f} s, computed in {t2 - t1:.1f} s")
-    if args.json:
-        doc = report.stats_document(
-            {
-                **desc,
-                "excluded_rows": prep.excluded,
-                "padding_rows": len(m.padding_rows),
-                "seconds": {"load": t1 - t0, "compute": t2 - t1},
-            },
-            s,
-            full,
-            negative_ids=args.negative_ids,
-        )
-        report.write_atomic(args.json, report.to_json(doc))
-        print(f"wrote {args.json}")
-    if args.per_token:
-        report.write_atomic(args.per_token, report.per_token_csv(full, m.tokens))
-        print(f"wrote {args.per_token}")
+    for path in (args.json, args.per_token):
+        if path:
+            print(f"wrote {path}")
     return 0
 
 
@@ -272,7 +253,7 @@ def cmd_bench(args) -> int:
     if X is None:
         m = _load(args.source, args)
         X, name = m.matrix, m.name
-    progress = _Progress(not args.no_progress, name)
+    progress = TileProgress(not args.no_progress, name)
     try:
         result = bench.run(
             X,
@@ -286,9 +267,10 @@ def cmd_bench(args) -> int:
         )
     finally:
         progress.close()
-    print(bench.table(result))
     if args.json:
         report.write_atomic(args.json, report.to_json(result))
+    print(bench.table(result))
+    if args.json:
         print(f"wrote {args.json}")
     return 0
 
@@ -304,11 +286,12 @@ def cmd_models(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="embkern: %(message)s",
-        stream=sys.stderr,
-    )
+    # Only embkern's own loggers print here; libraries keep their own handlers.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("embkern: %(message)s"))
+    logger = logging.getLogger("embkern")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
     commands = {
         "stats": cmd_stats,
         "compare": cmd_compare,
@@ -324,8 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("embkern: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; output files were written before printing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())
+    sys.exit(main())

@@ -146,4 +146,5 @@ def full_pass(
         closed_form={"mean": cf_mean, "std": cf_std},
         backend=backend.name,
         per_token=per_token_result(prep, stats) if per_token else None,
+        excluded_rows=prep.excluded,
     )

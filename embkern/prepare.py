@@ -1,9 +1,14 @@
 """From a user's matrix to the valid rows a backend reduces.
 
-A row is excluded when it holds a non-finite value (NaN or ±inf) or when its norm is zero.
-"Zero" includes norms so small that their fp32 inverse overflows (below about 2.9e-39), where
-a cosine cannot be formed in fp32 either. Norms are taken in float64. Excluded rows are
-counted and listed by token id and never reach a backend, so no statistic is silently NaN.
+A row is excluded when it holds a non-finite value (NaN or ±inf) or when all its entries are
+zero. Norms are taken in float64, scaled by the row's largest entry so that they neither
+overflow nor underflow. Excluded rows are counted and listed by token id and never reach a
+backend, so no statistic is silently NaN.
+
+Backends multiply in fp32, where dot products of rows with norms far from 1 would overflow or
+underflow. A row whose norm is outside [2^-30, 2^31) is therefore multiplied by a power of two
+(exactly, which changes no cosine) in a float64 copy, and float64 input is rounded to fp32
+after that scaling, so a finite float64 row is never lost to the fp32 range.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from .errors import InputError
 
 _NORM_CHUNK = 1 << 16
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-#: Norms below this have an fp32 inverse of infinity.
-_MIN_NORM = 1.0 / float(torch.finfo(torch.float32).max)
+#: Rows whose norm has a binary exponent beyond this are rescaled by a power of two.
+_MAX_EXPONENT = 30
 
 
 @dataclass
@@ -48,6 +53,8 @@ def as_matrix(X, name: str = "X") -> torch.Tensor:
     """Accept a torch tensor, a numpy array or anything with ``.matrix``; check it is 2-D float."""
     if hasattr(X, "matrix"):
         X = X.matrix
+    if isinstance(X, torch.Tensor):
+        X = X.detach()
     if isinstance(X, np.ndarray):
         X = torch.from_numpy(X)
     if not isinstance(X, torch.Tensor):
@@ -79,9 +86,12 @@ def prepare(X: torch.Tensor, device: torch.device) -> Prepared:
     norm = torch.empty(V, dtype=torch.float64)
     for start in range(0, V, _NORM_CHUNK):
         chunk = X[start : start + _NORM_CHUNK].to(torch.float64)
-        finite[start : start + chunk.shape[0]] = torch.isfinite(chunk).all(1)
-        norm[start : start + chunk.shape[0]] = torch.linalg.vector_norm(chunk, dim=1)
-    zero = finite & (norm < _MIN_NORM)
+        rows = slice(start, start + chunk.shape[0])
+        finite[rows] = torch.isfinite(chunk).all(1)
+        peak = chunk.abs().amax(1)
+        unit = torch.where(peak > 0, peak, 1.0)
+        norm[rows] = peak * torch.linalg.vector_norm(chunk / unit[:, None], dim=1)
+    zero = finite & (norm == 0)
     valid = finite & ~zero
     excluded = {
         "non_finite": torch.nonzero(~finite).flatten().tolist(),
@@ -94,9 +104,8 @@ def prepare(X: torch.Tensor, device: torch.device) -> Prepared:
             f" non-finite, {len(excluded['zero_norm'])} zero-norm); at least 2 are needed"
         )
     rows = X if valid_ids.numel() == V else X[valid_ids]
-    if rows.dtype == torch.float64:
-        rows = rows.to(torch.float32)
-    inv_norm = (1.0 / norm[valid_ids]).to(torch.float32)
+    rows, norm_valid = _into_fp32_range(rows, norm[valid_ids])
+    inv_norm = (1.0 / norm_valid).to(torch.float32)
     return Prepared(
         X=rows.to(device),
         inv_norm=inv_norm.to(device),
@@ -104,6 +113,21 @@ def prepare(X: torch.Tensor, device: torch.device) -> Prepared:
         n_total=V,
         excluded=excluded,
     )
+
+
+def _into_fp32_range(rows: torch.Tensor, norm: torch.Tensor):
+    """Rescale rows with extreme norms by powers of two; round float64 input to fp32."""
+    exponent = torch.floor(torch.log2(norm))
+    extreme = (exponent > _MAX_EXPONENT) | (exponent < -_MAX_EXPONENT)
+    if rows.dtype != torch.float64 and not bool(extreme.any()):
+        return rows, norm
+    rows = rows.to(torch.float64, copy=True)
+    norm = norm.clone()
+    if bool(extreme.any()):
+        factor = torch.exp2(-exponent[extreme])
+        rows[extreme] *= factor[:, None]
+        norm[extreme] *= factor
+    return rows.to(torch.float32), norm
 
 
 def normalized_chunks(prep: Prepared, chunk: int = 8192):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from .errors import InputError
 from .results import FullResult, SampledResult
 
 SEED_COLUMNS = [
@@ -32,14 +33,30 @@ SEED_COLUMNS = [
 PER_TOKEN_COLUMNS = ["token_id", "token", "neg", "mean", "min", "max", "nearest_id", "nearest_cos"]
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write text to path through a temporary file, so an interrupted run leaves no half file."""
+def check_output_path(path: str | Path, flag: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a directory; give a file name inside it")
+    if not path.parent.is_dir():
+        raise InputError(f"{flag} {path}: folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{flag} {path}: folder {path.parent} is not writable")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write text to path through a temporary file, so an interrupted run leaves no half file.
+
+    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

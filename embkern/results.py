@@ -65,6 +65,8 @@ class SampledResult:
 
     anchors: list[AnchorStats]
     seed: int | None
+    #: {"non_finite": [token ids], "zero_norm": [token ids]}: rows left out of every statistic.
+    excluded_rows: dict[str, list[int]] = field(default_factory=dict)
 
     def _avg(self, attr: str) -> float:
         return float(np.mean([getattr(a, attr) for a in self.anchors]))
@@ -161,6 +163,8 @@ class FullResult:
     closed_form: dict[str, float]
     backend: str
     per_token: PerTokenResult | None = field(default=None, repr=False)
+    #: {"non_finite": [token ids], "zero_norm": [token ids]}: rows left out of every statistic.
+    excluded_rows: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def frac_nonneg(self) -> float:

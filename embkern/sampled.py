@@ -21,10 +21,10 @@ _ANCHOR_CHUNK = 256
 def draw_anchors(prep: Prepared, k: int, seed: int) -> np.ndarray:
     """Valid-row indices of k anchors drawn without replacement with ``seed``."""
     if k < 1:
-        raise InputError(f"--anchors must be at least 1, got {k}")
+        raise InputError(f"the number of anchors must be at least 1, got {k}")
     if k > prep.n:
         raise InputError(
-            f"--anchors {k} is more than the {prep.n} usable rows; ask for at most {prep.n}"
+            f"{k} anchors is more than the {prep.n} usable rows; ask for at most {prep.n}"
         )
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(prep.n, generator=gen)[:k].numpy()
@@ -62,7 +62,7 @@ def sampled_stats(prep: Prepared, anchors: np.ndarray, seed: int | None) -> Samp
         cos = torch.cat([A @ rows.T for _, rows in normalized_chunks(prep)], dim=1)
         for row, a in zip(cos, part, strict=True):
             out.append(_one_anchor(prep, row, int(a)))
-    return SampledResult(anchors=out, seed=seed)
+    return SampledResult(anchors=out, seed=seed, excluded_rows=prep.excluded)
 
 
 def _one_anchor(prep: Prepared, row: torch.Tensor, a: int) -> AnchorStats:

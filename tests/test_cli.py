@@ -199,3 +199,25 @@ def test_bench_skips_a_naive_path_that_does_not_fit(capsys, monkeypatch):
 def test_bad_block_is_a_clear_error(npy, capsys, block):
     code, _, err = _run(capsys, "stats", npy, "--full", "--block", block)
     assert code == 2 and "block must be a positive number of rows" in err
+
+
+def test_outputs_are_checked_before_the_work(npy, tmp_path, capsys):
+    code, _, err = _run(capsys, "stats", npy, "--full", "--json", tmp_path)
+    assert code == 2 and "is a directory" in err
+    code, _, err = _run(capsys, "stats", npy, "--json", tmp_path / "missing" / "r.json")
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_output_files_get_the_usual_permissions(npy, tmp_path, capsys):
+    js = tmp_path / "r.json"
+    assert _run(capsys, "stats", npy, "--json", js)[0] == 0
+    assert js.stat().st_mode & 0o044 == 0o044  # readable by group and others under umask 022
+
+
+def test_argparse_errors_are_one_line(npy, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["stats", str(npy), "--anchor-ids", "a,b"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith("embkern: error:") and len(err.strip().splitlines()) == 1
