@@ -142,7 +142,7 @@ def table(report: dict) -> str:
         if r is None:
             continue
         if "skipped" in r:
-            rows.append([phase, "skipped", "", "", r["skipped"]])
+            rows.append([phase, "skipped", "", "", r["skipped"].split(";")[0]])
             continue
         note = ""
         if phase == "full":
