@@ -9,8 +9,9 @@ Three timings on the same matrix in one run, so that their ratios mean something
 3. **naive**: normalize, materialize the V×V matrix, torch reductions; skipped with the reason
    when it does not fit in memory.
 
-Peak memory is the process's peak resident set size (``ru_maxrss``) read after each phase; the
-phases run in the order above, so each reading includes the phases before it.
+Peak memory is the process's peak resident set size (``ru_maxrss``), read once before the
+phases (``rss_mb_start``: Python, torch, the loaded matrix) and after each phase; the phases
+run in the order above, so each reading includes the phases before it.
 """
 
 from __future__ import annotations
@@ -59,12 +60,19 @@ def _cpu_name() -> str:
 
 
 def _half_matmul(prep, block: int) -> None:
-    """The tiles J >= I of X̂ X̂ᵀ, fp32, into one reused buffer: no statistics."""
-    Xn = prep.X.to(torch.float32) * prep.inv_norm[:, None]
-    buf = torch.empty(block * block, dtype=torch.float32, device=Xn.device)
-    for tile in upper_tiles(Xn.shape[0], block):
+    """The fp32 matmuls of the tiles J >= I into one reused buffer, no statistics.
+
+    Row blocks are taken from X as it is (upcast one block at a time, as the fused backend
+    does), so this phase allocates no copy of X.
+    """
+    X = prep.X
+    buf = torch.empty(block * block, dtype=torch.float32, device=X.device)
+    row_block = None
+    for tile in upper_tiles(X.shape[0], block):
+        if tile.diagonal:
+            row_block = X[tile.r0 : tile.r1].to(torch.float32)
         C = buf[: (tile.r1 - tile.r0) * (tile.c1 - tile.c0)].view(tile.r1 - tile.r0, -1)
-        torch.matmul(Xn[tile.r0 : tile.r1], Xn[tile.c0 : tile.c1].T, out=C)
+        torch.matmul(row_block, X[tile.c0 : tile.c1].to(torch.float32).T, out=C)
 
 
 def _timed(fn, repeat: int) -> float:
