@@ -61,8 +61,8 @@ def pair_stats(
 
     Args:
         X: (V, d) float tensor or numpy array (or a LoadedMatrix).
-        backend: "auto", "torch", "naive" (materializes V×V; reference and baseline) or
-            "triton".
+        backend: "auto" (cpu-fused on the CPU when numba imports, else torch), "cpu-fused",
+            "torch", "naive" (materializes V×V; reference and baseline) or "triton".
         device: where to compute; default CUDA, else MPS, else CPU.
         per_token: also compute per-token statistics (``result.per_token``).
         exact_quantiles: exact order statistics through a second pass instead of histogram
