@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="auto (default), cpu-fused (numba epilogue), torch (tiled, eager), naive (VxV), triton",
+        help="auto (default), cpu-fused (numba epilogue), torch (tiled), naive (VxV), triton",
     )
     p.add_argument(
         "--device",
