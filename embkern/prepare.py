@@ -20,7 +20,7 @@ import torch
 
 from .errors import InputError
 
-_NORM_CHUNK = 1 << 16
+_NORM_CHUNK = 1 << 13
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: Rows whose norm has a binary exponent beyond this are rescaled by a power of two.
 _MAX_EXPONENT = 30
