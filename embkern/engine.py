@@ -92,6 +92,10 @@ def per_token_result(prep: Prepared, stats: PairStats) -> PerTokenResult:
     return out
 
 
+def _no_progress(tiles: int) -> None:
+    """The tick used when no progress was asked for."""
+
+
 def full_pass(
     prep: Prepared,
     backend: Backend,
@@ -111,11 +115,12 @@ def full_pass(
     """
     check_request(block=block, hist_bins=hist_bins, qs=qs)
     options = PassOptions(per_token=per_token, radix=exact_quantiles, block=block)
-    tick = progress(backend.count_tiles(prep.n, options), 1) if progress else (lambda k: None)
+    total = backend.count_tiles(prep.n, options)
+    tick = progress(total, 1) if progress else _no_progress
     stats = backend.pair_stats(prep.X, prep.inv_norm, options, tick)
     stats.check_complete()
     if exact_quantiles:
-        tick = progress(backend.count_tiles(prep.n, options), 2) if progress else (lambda k: 0)
+        tick = progress(total, 2) if progress else _no_progress
         qvals = backend.exact_quantiles(prep.X, prep.inv_norm, stats, qs, options, tick)
     else:
         qvals = quantiles.from_histogram(stats.hist, qs, stats.min, stats.max)

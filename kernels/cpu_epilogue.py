@@ -5,8 +5,9 @@ one pass over C, while it is still in cache, scales each entry into a cosine wit
 inverse norms of its row and column (so no normalized copy of X is ever made) and reduces
 everything the engine needs:
 
-* per row i (token r0 + i): negative count, float64 sum, min, max and argmax over its
-  partners in the tile, merged straight into the global per-token arrays;
+* per row i (token r0 + i): negative count, sum (fp32 within the tile row, float64 across
+  tiles), min, max and argmax over its partners in the tile, merged straight into the
+  global per-token arrays;
 * per column j (token c0 + j): the same, in per-chunk partials merged after the parallel
   loop (columns are shared by all row chunks);
 * the global negative count, sum, sum of squared deviations (merged row by row with Chan's
@@ -30,8 +31,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-FINE_BINS = 20000
-RADIX_BINS = 1 << 16
+from ..stats import FINE_BINS, RADIX_BINS
+
 _INT32_MIN = -(1 << 31)
 
 

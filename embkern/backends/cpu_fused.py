@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..schedule import count_tiles, upper_tiles
-from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken, merged_m2
+from ..stats import NO_PARTNER, RADIX_BINS, PairStats, PerToken, merged_m2
 from .base import Backend, PassOptions, Progress
 
 DEFAULT_BLOCK = 2048
@@ -136,4 +136,4 @@ class CpuFusedBackend(Backend):
         return counts.sum(0)
 
 
-__all__ = ["CpuFusedBackend", "FINE_BINS", "available"]
+__all__ = ["CpuFusedBackend", "available"]
