@@ -93,6 +93,9 @@ class PairStats:
         radix_hi: int64 (RADIX_BINS,) counts of the high 16 bits of the order key, or None when
             exact quantiles were not requested.
         per_token: per-token reductions, or None when they were not requested.
+        neg_uncertain: pairs whose computed cosine lies inside the sign band |cos| < eps of
+            the backend's precision, where the sign is not guaranteed: ``neg`` is exact up to
+            at most this many pairs. None when the backend does not count it.
     """
 
     n_rows: int
@@ -105,6 +108,7 @@ class PairStats:
     hist: np.ndarray = field(default_factory=lambda: np.zeros(FINE_BINS, np.int64))
     radix_hi: np.ndarray | None = None
     per_token: PerToken | None = None
+    neg_uncertain: int | None = None
 
     @property
     def nonneg(self) -> int:
@@ -131,6 +135,9 @@ class PairStats:
             hist=self.hist + other.hist,
             radix_hi=None if self.radix_hi is None else self.radix_hi + other.radix_hi,
             per_token=None if self.per_token is None else self.per_token.merge(other.per_token),
+            neg_uncertain=None
+            if self.neg_uncertain is None or other.neg_uncertain is None
+            else self.neg_uncertain + other.neg_uncertain,
         )
 
     def check_complete(self) -> None:

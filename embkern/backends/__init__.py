@@ -1,8 +1,10 @@
 """Backends behind one interface, and the choice among them.
 
 ``auto`` picks the best available for the device: on the CPU the fused numba epilogue
-(``cpu-fused``) when numba imports, else the tiled torch backend; the tiled torch backend on
-CUDA and MPS (the fused Triton kernel will take CUDA when it lands). A backend the user names
+(``cpu-fused``) when numba imports, else the tiled torch backend; on CUDA the fused Triton
+kernel (``triton``) when Triton imports, else the tiled torch backend, which also serves MPS.
+``triton`` runs on the CPU only through Triton's interpreter (TRITON_INTERPRET=1), which is
+slow and meant for tests; ``auto`` never picks it there. A backend the user names
 explicitly either runs or raises a :class:`~embkern.errors.BackendError` that says why; only
 ``auto`` falls back quietly.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import BackendError
-from . import cpu_fused
+from . import cpu_fused, triton_backend
 from .base import Backend, PassOptions
 from .naive import NaiveBackend
 from .torch_tiled import TorchTiledBackend
@@ -45,6 +47,11 @@ def get_backend(name: str, device: torch.device) -> Backend:
     if name == "auto":
         if device.type == "cpu" and cpu_fused.available():
             return cpu_fused.CpuFusedBackend(device)
+        if device.type == "cuda" and triton_backend.available():
+            try:
+                return triton_backend.TritonBackend(device)
+            except BackendError:
+                return TorchTiledBackend(device)
         return TorchTiledBackend(device)
     if name == "torch":
         return TorchTiledBackend(device)
@@ -63,10 +70,7 @@ def get_backend(name: str, device: torch.device) -> Backend:
     if name == "naive":
         return NaiveBackend(device)
     if name == "triton":
-        raise BackendError(
-            "the fused Triton backend is not part of this release yet; use --backend torch"
-            " (same results, tiled pure torch, runs on CPU, CUDA and MPS)"
-        )
+        return triton_backend.TritonBackend(device)
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
