@@ -24,7 +24,7 @@ from .backends import Backend, PassOptions
 from .errors import InputError
 from .prepare import Prepared, normalized_chunks
 from .results import FullResult, PerTokenResult
-from .stats import FINE_BINS, PairStats
+from .stats import FINE_BINS, PairStats, PerToken
 
 CLOSED_FORM_TOLERANCE = 1e-5
 
@@ -71,23 +71,39 @@ def histogram(hist: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 def per_token_result(prep: Prepared, stats: PairStats) -> PerTokenResult:
     """Per-token arrays indexed by token id; excluded rows get -1 / NaN."""
-    V, ids, pt = prep.n_total, prep.valid_ids, stats.per_token
-    nan = np.full(V, np.nan)
+    return token_arrays(prep.n_total, prep.valid_ids, stats.per_token, prep.n - 1, prep.valid_ids)
+
+
+def token_arrays(
+    n_total: int,
+    ids: np.ndarray,
+    pt: PerToken,
+    partners: int,
+    partner_ids: np.ndarray,
+) -> PerTokenResult:
+    """Spread per-row reductions of the valid rows ``ids`` over all ``n_total`` token ids.
+
+    Args:
+        pt: the reductions, one entry per valid row, in the order of ``ids``.
+        partners: how many partners each row was reduced over (the mean's denominator).
+        partner_ids: token id of each partner index that ``pt.nearest`` refers to.
+    """
+    nan = np.full(n_total, np.nan)
     out = PerTokenResult(
-        valid=np.zeros(V, bool),
-        neg=np.full(V, -1, np.int64),
+        valid=np.zeros(n_total, bool),
+        neg=np.full(n_total, -1, np.int64),
         mean=nan.copy(),
         min=nan.copy(),
         max=nan.copy(),
-        nearest_id=np.full(V, -1, np.int64),
+        nearest_id=np.full(n_total, -1, np.int64),
         nearest_cos=nan.copy(),
     )
     out.valid[ids] = True
     out.neg[ids] = pt.neg
-    out.mean[ids] = pt.total / (prep.n - 1)
+    out.mean[ids] = pt.total / partners
     out.min[ids] = pt.min
     out.max[ids] = pt.max
-    out.nearest_id[ids] = ids[pt.nearest]
+    out.nearest_id[ids] = partner_ids[pt.nearest]
     out.nearest_cos[ids] = pt.max
     return out
 
@@ -113,26 +129,65 @@ def full_pass(
         progress: factory called as ``progress(total_units, pass_number)`` that returns the
             per-tile callback; None for no progress.
     """
-    check_request(block=block, hist_bins=hist_bins, qs=qs)
-    options = PassOptions(per_token=per_token, radix=exact_quantiles, block=block)
-    total = backend.count_tiles(prep.n, options)
+    stats, qvals = run_pass(
+        prep.X,
+        prep.inv_norm,
+        backend,
+        PassOptions(per_token=per_token, radix=exact_quantiles, block=block),
+        qs=qs,
+        hist_bins=hist_bins,
+        progress=progress,
+    )
+    result = summarize(stats, qvals, exact_quantiles, hist_bins, closed_form_moments(prep))
+    result.backend = backend.name
+    result.excluded_rows = prep.excluded
+    if per_token:
+        result.per_token = per_token_result(prep, stats)
+    return result
+
+
+def run_pass(
+    X: torch.Tensor,
+    inv_norm: torch.Tensor,
+    backend: Backend,
+    options: PassOptions,
+    *,
+    qs: tuple[float, ...],
+    hist_bins: int,
+    progress: Callable[[int, int], Callable[[int], None]] | None,
+) -> tuple[PairStats, dict[float, float]]:
+    """One streamed pass (two with exact quantiles): the statistics and the quantile values."""
+    check_request(block=options.block, hist_bins=hist_bins, qs=qs)
+    total = backend.count_tiles(X.shape[0], options)
     tick = progress(total, 1) if progress else _no_progress
-    stats = backend.pair_stats(prep.X, prep.inv_norm, options, tick)
-    stats.check_complete()
-    if exact_quantiles:
+    stats = backend.pair_stats(X, inv_norm, options, tick)
+    n, split = X.shape[0], options.split
+    stats.check_complete(None if split is None else split * (n - split))
+    if options.radix:
         tick = progress(total, 2) if progress else _no_progress
-        qvals = backend.exact_quantiles(prep.X, prep.inv_norm, stats, qs, options, tick)
+        qvals = backend.exact_quantiles(X, inv_norm, stats, qs, options, tick)
     else:
         qvals = quantiles.from_histogram(stats.hist, qs, stats.min, stats.max)
+    return stats, qvals
+
+
+def summarize(
+    stats: PairStats,
+    qvals: dict[float, float],
+    exact_quantiles: bool,
+    hist_bins: int,
+    closed_form: tuple[float, float],
+) -> FullResult:
+    """The global part of a :class:`FullResult`, checked against the closed-form moments."""
     mean = stats.total / stats.pairs
     std = math.sqrt(stats.m2 / stats.pairs)
-    cf_mean, cf_std = closed_form_moments(prep)
+    cf_mean, cf_std = closed_form
     if abs(cf_mean - mean) > CLOSED_FORM_TOLERANCE or abs(cf_std - std) > CLOSED_FORM_TOLERANCE:
         warnings.warn(
             f"streamed moments (mean {mean:.8f}, std {std:.8f}) disagree with the closed form"
             f" (mean {cf_mean:.8f}, std {cf_std:.8f}); please report this",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     edges, counts = histogram(stats.hist, hist_bins)
     return FullResult(
@@ -149,7 +204,5 @@ def full_pass(
         histogram_edges=edges,
         histogram_counts=counts,
         closed_form={"mean": cf_mean, "std": cf_std},
-        backend=backend.name,
-        per_token=per_token_result(prep, stats) if per_token else None,
-        excluded_rows=prep.excluded,
+        backend="",
     )

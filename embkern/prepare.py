@@ -1,7 +1,8 @@
 """From a user's matrix to the valid rows a backend reduces.
 
-A row is excluded when it holds a non-finite value (NaN or ±inf) or when all its entries are
-zero. Norms are taken in float64, scaled by the row's largest entry so that they neither
+A row is excluded when it holds a non-finite value (NaN or ±inf), when all its entries are
+zero, or when the caller excludes it by id with a reason (``special``, ``padding``,
+``untrained``, ...). Norms are taken in float64, scaled by the row's largest entry so that they neither
 overflow nor underflow. Excluded rows are counted and listed by token id and never reach a
 backend, so no statistic is silently NaN.
 
@@ -35,7 +36,9 @@ class Prepared:
         inv_norm: (n,) float32 inverse norms, on device.
         valid_ids: (n,) int64 token id of each valid row.
         n_total: V, the rows of the original matrix.
-        excluded: {"non_finite": [ids], "zero_norm": [ids]}.
+        excluded: reason -> ascending token ids: "non_finite", "zero_norm", then the caller's
+            reasons. A row is listed once, under the first reason that applies (the caller's
+            reasons first, in their order).
     """
 
     X: torch.Tensor
@@ -78,10 +81,28 @@ def as_matrix(X, name: str = "X") -> torch.Tensor:
     return X
 
 
-def prepare(X: torch.Tensor, device: torch.device) -> Prepared:
-    """Find the valid rows of X (V, d), move them to ``device`` and compute inverse norms."""
+def prepare(
+    X: torch.Tensor, device: torch.device, exclude: dict[str, list[int]] | None = None
+) -> Prepared:
+    """Find the valid rows of X (V, d), move them to ``device`` and compute inverse norms.
+
+    Args:
+        exclude: rows to leave out by id, under a reason each (``{"special": [0, 1]}``).
+    """
     X = as_matrix(X)
     V = X.shape[0]
+    chosen = torch.zeros(V, dtype=torch.bool)
+    by_reason: dict[str, list[int]] = {}
+    for reason, ids in (exclude or {}).items():
+        idx = torch.as_tensor(sorted({int(i) for i in ids}), dtype=torch.int64)
+        if idx.numel() and (int(idx[0]) < 0 or int(idx[-1]) >= V):
+            raise InputError(
+                f"cannot exclude {reason} rows: ids must be in [0, {V}), got {int(idx[0])}"
+                f"..{int(idx[-1])}"
+            )
+        idx = idx[~chosen[idx]]
+        chosen[idx] = True
+        by_reason[reason] = idx.tolist()
     finite = torch.empty(V, dtype=torch.bool)
     norm = torch.empty(V, dtype=torch.float64)
     for start in range(0, V, _NORM_CHUNK):
@@ -92,16 +113,18 @@ def prepare(X: torch.Tensor, device: torch.device) -> Prepared:
         unit = torch.where(peak > 0, peak, 1.0)
         norm[rows] = peak * torch.linalg.vector_norm(chunk / unit[:, None], dim=1)
     zero = finite & (norm == 0)
-    valid = finite & ~zero
+    valid = finite & ~zero & ~chosen
     excluded = {
-        "non_finite": torch.nonzero(~finite).flatten().tolist(),
-        "zero_norm": torch.nonzero(zero).flatten().tolist(),
+        "non_finite": torch.nonzero(~finite & ~chosen).flatten().tolist(),
+        "zero_norm": torch.nonzero(zero & ~chosen).flatten().tolist(),
+        **by_reason,
     }
     valid_ids = torch.nonzero(valid).flatten()
     if valid_ids.numel() < 2:
         raise InputError(
-            f"only {valid_ids.numel()} of {V} rows are usable ({len(excluded['non_finite'])}"
-            f" non-finite, {len(excluded['zero_norm'])} zero-norm); at least 2 are needed"
+            f"only {valid_ids.numel()} of {V} rows are usable ("
+            + ", ".join(f"{len(ids)} {reason.replace('_', '-')}" for reason, ids in excluded.items())
+            + "); at least 2 are needed"
         )
     rows = X if valid_ids.numel() == V else X[valid_ids]
     rows, norm_valid = _into_fp32_range(rows, norm[valid_ids])

@@ -40,7 +40,7 @@ def anchors_from_ids(prep: Prepared, token_ids: list[int]) -> np.ndarray:
         if not 0 <= t < prep.n_total:
             raise InputError(f"anchor id {t} is out of range: the matrix has {prep.n_total} rows")
         if t not in position:
-            why = "non-finite values" if t in prep.excluded["non_finite"] else "zero norm"
+            why = next(r for r, ids in prep.excluded.items() if t in ids).replace("_", "-")
             raise InputError(f"anchor id {t} is an excluded row ({why}); pick another id")
         out.append(position[t])
     if len(set(out)) != len(out):

@@ -63,6 +63,16 @@ class PerToken:
             nearest=np.full(n, NO_PARTNER, np.int64),
         )
 
+    def rows(self, part: slice) -> PerToken:
+        """The reductions of the rows in ``part`` (views, not copies)."""
+        return PerToken(
+            neg=self.neg[part],
+            total=self.total[part],
+            min=self.min[part],
+            max=self.max[part],
+            nearest=self.nearest[part],
+        )
+
     def merge(self, other: PerToken) -> PerToken:
         take = (other.max > self.max) | ((other.max == self.max) & (other.nearest < self.nearest))
         return PerToken(
@@ -140,9 +150,15 @@ class PairStats:
             else self.neg_uncertain + other.neg_uncertain,
         )
 
-    def check_complete(self) -> None:
-        """Raise if the pairs reduced are not exactly all n(n-1)/2 pairs of the matrix."""
-        expected = self.n_rows * (self.n_rows - 1) // 2
+    def check_complete(self, expected: int | None = None) -> None:
+        """Raise if the pairs reduced are not exactly the pairs of the pass.
+
+        Args:
+            expected: the number of pairs of the pass; default all n(n-1)/2 pairs of the
+                matrix.
+        """
+        if expected is None:
+            expected = self.n_rows * (self.n_rows - 1) // 2
         if self.pairs != expected or int(self.hist.sum()) != expected:
             raise RuntimeError(
                 f"internal error: reduced {self.pairs} pairs (histogram {int(self.hist.sum())}),"

@@ -31,11 +31,16 @@ class PassOptions:
         radix: also count the high halves of the fp32 order keys, the first pass of the exact
             quantiles.
         block: rows per tile side; None lets the backend choose.
+        split: None for the symmetric pass over all pairs i < j. An integer s makes it a cross
+            pass: X is two matrices stacked, A = X[:s] and B = X[s:], and the pass reduces
+            every pair (a, b) with a in A and b in B (s·(n - s) pairs, no self pairs). The
+            per-token statistics of A's rows are then over B's rows, and the other way round.
     """
 
     per_token: bool = True
     radix: bool = False
     block: int | None = None
+    split: int | None = None
 
 
 class Backend(ABC):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..schedule import count_tiles, upper_tiles
+from ..schedule import count_pass_tiles, tiles
 from ..stats import NO_PARTNER, RADIX_BINS, PairStats, PerToken, merged_m2
 from .base import Backend, PassOptions, Progress
 
@@ -54,17 +54,17 @@ class CpuFusedBackend(Backend):
         return options.block or DEFAULT_BLOCK
 
     def count_tiles(self, n: int, options: PassOptions) -> int:
-        return count_tiles(n, self.block(options))
+        return count_pass_tiles(n, self.block(options), options.split)
 
     def _tiles(self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions):
         """Yield (tile, fp32 dot products, row inverse norms, column inverse norms)."""
         block = self.block(options)
         inv = inv_norm.numpy()
         buf = torch.empty(block * block, dtype=torch.float32)
-        row_block = None
-        for tile in upper_tiles(X.shape[0], block):
-            if tile.diagonal:
-                row_block = X[tile.r0 : tile.r1].to(torch.float32)
+        row_block, row_start = None, -1
+        for tile in tiles(X.shape[0], block, options.split):
+            if tile.r0 != row_start:
+                row_block, row_start = X[tile.r0 : tile.r1].to(torch.float32), tile.r0
             rows, cols = tile.r1 - tile.r0, tile.c1 - tile.c0
             C = buf[: rows * cols].view(rows, cols)
             col_block = X[tile.c0 : tile.c1].to(torch.float32)

@@ -52,9 +52,11 @@ class NaiveBackend(Backend):
     def count_tiles(self, n: int, options: PassOptions) -> int:
         return 1
 
-    def _cosines(self, X: torch.Tensor, inv_norm: torch.Tensor) -> torch.Tensor:
+    def _cosines(self, X: torch.Tensor, inv_norm: torch.Tensor, split: int | None):
+        """The n×n cosine matrix, or the split×(n - split) block of a cross pass."""
         n = X.shape[0]
-        need = _BYTES_PER_PAIR_CELL * n * n
+        cells = n * n if split is None else split * (n - split)
+        need = _BYTES_PER_PAIR_CELL * cells
         free = available_bytes(self.device)
         if free is not None and need > _FREE_FRACTION * free:
             raise BackendError(
@@ -63,7 +65,12 @@ class NaiveBackend(Backend):
                 " use --backend torch, which streams tiles in O(V*d) memory"
             )
         Xn = X.to(torch.float32) * inv_norm[:, None]
-        return Xn @ Xn.T
+        if split is None:
+            return Xn @ Xn.T
+        return Xn[:split] @ Xn[split:].T
+
+    def _values(self, S: torch.Tensor, split: int | None) -> torch.Tensor:
+        return self._upper(S) if split is None else S.reshape(-1)
 
     @staticmethod
     def _upper(S: torch.Tensor) -> torch.Tensor:
@@ -79,8 +86,8 @@ class NaiveBackend(Backend):
     def pair_stats(
         self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions, progress: Progress
     ) -> PairStats:
-        S = self._cosines(X, inv_norm)
-        values = self._upper(S)
+        S = self._cosines(X, inv_norm, options.split)
+        values = self._values(S, options.split)
         hist = torch.zeros(FINE_BINS, dtype=torch.int64, device=S.device)
         radix_hi = torch.zeros(RADIX_BINS, dtype=torch.int64, device=S.device)
         total = values.sum(dtype=torch.float64)
@@ -93,7 +100,7 @@ class NaiveBackend(Backend):
                 high = quantiles.key_high(quantiles.order_key(chunk))
                 radix_hi += torch.bincount(high, minlength=RADIX_BINS)
         stats = PairStats(
-            n_rows=S.shape[0],
+            n_rows=X.shape[0],
             pairs=values.numel(),
             neg=int((values < 0).sum()),
             total=float(total),
@@ -105,7 +112,10 @@ class NaiveBackend(Backend):
         )
         del values
         if options.per_token:
-            stats.per_token = self._per_token(S)
+            if options.split is None:
+                stats.per_token = self._per_token(S)
+            else:
+                stats.per_token = self._per_token_cross(S, options.split)
         progress(1)
         return stats
 
@@ -129,6 +139,20 @@ class NaiveBackend(Backend):
             out.nearest[sl] = nearest.cpu().numpy()
         return out
 
+    @staticmethod
+    def _per_token_cross(S: torch.Tensor, split: int) -> PerToken:
+        """Rows of a cross block: A's rows against B, then B's rows (S's columns) against A."""
+        out = PerToken.empty(split + S.shape[1])
+        for block, offset, partner_offset in ((S, 0, split), (S.T, split, 0)):
+            rows = slice(offset, offset + block.shape[0])
+            out.neg[rows] = (block < 0).sum(1).cpu().numpy()
+            out.total[rows] = block.sum(1, dtype=torch.float64).cpu().numpy()
+            out.min[rows] = block.amin(1).double().cpu().numpy()
+            best, nearest = block.max(1)
+            out.max[rows] = best.double().cpu().numpy()
+            out.nearest[rows] = nearest.cpu().numpy() + partner_offset
+        return out
+
     def exact_quantiles(
         self,
         X: torch.Tensor,
@@ -138,7 +162,8 @@ class NaiveBackend(Backend):
         options: PassOptions,
         progress: Progress,
     ) -> dict[float, float]:
-        values = self._upper(self._cosines(X, inv_norm)).cpu().numpy()
+        S = self._cosines(X, inv_norm, options.split)
+        values = self._values(S, options.split).cpu().numpy()
         ranks = [quantiles.order_rank(q, values.size) for q in qs]
         part = np.partition(values, sorted(set(ranks)))
         progress(1)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import quantiles
-from ..schedule import count_tiles, upper_tiles
+from ..schedule import count_pass_tiles, tiles
 from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken, merged_m2
 from .base import Backend, PassOptions, Progress
 
@@ -143,10 +143,10 @@ class TorchTiledBackend(Backend):
         return options.block or _BLOCK.get(self.device.type, 1024)
 
     def count_tiles(self, n: int, options: PassOptions) -> int:
-        return count_tiles(n, self.block(options))
+        return count_pass_tiles(n, self.block(options), options.split)
 
     def _tiles(self, Xn: torch.Tensor, options: PassOptions):
-        for tile in upper_tiles(Xn.shape[0], self.block(options)):
+        for tile in tiles(Xn.shape[0], self.block(options), options.split):
             yield tile, Xn[tile.r0 : tile.r1] @ Xn[tile.c0 : tile.c1].T
 
     def pair_stats(
