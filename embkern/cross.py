@@ -132,9 +132,7 @@ def cross_pass(
         X, inv, backend, options, qs=qs, hist_bins=hist_bins, progress=progress
     )
     del X, inv
-    result = engine.summarize(
-        stats, qvals, exact_quantiles, hist_bins, closed_form_cross(a, b)
-    )
+    result = engine.summarize(stats, qvals, exact_quantiles, hist_bins, closed_form_cross(a, b))
     result.backend = backend.name
     result.excluded_rows = a.excluded
     out = CrossResult(pairs=result, self_similarity=self_similarity(a, b))

@@ -2,9 +2,9 @@
 
 A row is excluded when it holds a non-finite value (NaN or ±inf), when all its entries are
 zero, or when the caller excludes it by id with a reason (``special``, ``padding``,
-``untrained``, ...). Norms are taken in float64, scaled by the row's largest entry so that they neither
-overflow nor underflow. Excluded rows are counted and listed by token id and never reach a
-backend, so no statistic is silently NaN.
+``untrained``, ...). Norms are taken in float64, scaled by the row's largest entry so that
+they neither overflow nor underflow. Excluded rows are counted and listed by token id and never
+reach a backend, so no statistic is silently NaN.
 
 Backends multiply in fp32, where dot products of rows with norms far from 1 would overflow or
 underflow. A row whose norm is outside [2^-30, 2^31) is therefore multiplied by a power of two
@@ -121,10 +121,9 @@ def prepare(
     }
     valid_ids = torch.nonzero(valid).flatten()
     if valid_ids.numel() < 2:
+        counts = ", ".join(f"{len(ids)} {why.replace('_', '-')}" for why, ids in excluded.items())
         raise InputError(
-            f"only {valid_ids.numel()} of {V} rows are usable ("
-            + ", ".join(f"{len(ids)} {reason.replace('_', '-')}" for reason, ids in excluded.items())
-            + "); at least 2 are needed"
+            f"only {valid_ids.numel()} of {V} rows are usable ({counts}); at least 2 are needed"
         )
     rows = X if valid_ids.numel() == V else X[valid_ids]
     rows, norm_valid = _into_fp32_range(rows, norm[valid_ids])
