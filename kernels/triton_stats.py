@@ -41,7 +41,7 @@ from ..stats import FINE_BINS, RADIX_BINS
 
 #: True when this module was imported under TRITON_INTERPRET=1 (the kernels then run on CPU
 #: tensors through Triton's numpy interpreter, and only there).
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false")
 
 _FINE_BINS = tl.constexpr(FINE_BINS)
 _HALF_BINS = tl.constexpr(FINE_BINS // 2)
@@ -63,8 +63,13 @@ def _tile_cosines(
     BLOCK_K: tl.constexpr,
     IS_FP32: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
-    """Cosines of one tile, the mask of the pairs it owns, and its row and column indices."""
+    """Cosines of one tile, the mask of the pairs it owns, and its row and column indices.
+
+    UPCAST feeds 16-bit inputs to ``tl.dot`` as fp32: Triton's interpreter multiplies bf16
+    (which it stores as raw uint16) wrongly, so the launcher sets it there for bf16.
+    """
     rows = r0 + tl.arange(0, BLOCK).to(tl.int64)
     cols = c0 + tl.arange(0, BLOCK).to(tl.int64)
     ks = tl.arange(0, BLOCK_K).to(tl.int64)
@@ -79,6 +84,9 @@ def _tile_cosines(
         b = tl.load(b_ptr, mask=k_in[:, None] & col_in[None, :], other=0.0)
         if IS_FP32:
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        elif UPCAST:
+            # bf16 -> fp32 is exact, so an fp32 product of the upcast values is the same dot.
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
         else:
             acc = tl.dot(a, b, acc)
         a_ptr += BLOCK_K * stride_c
@@ -135,6 +143,7 @@ def pair_stats_kernel(
     BLOCK_K: tl.constexpr,
     IS_FP32: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
     PER_TOKEN: tl.constexpr,
     RADIX: tl.constexpr,
 ):
@@ -156,7 +165,7 @@ def pair_stats_kernel(
     c0 = tl.load(tile_c0 + t).to(tl.int64)
     cos, owned, rows, cols = _tile_cosines(
         X, inv_norm, r0, c0, r_end, c_end, D, stride_r, stride_c, BLOCK, BLOCK_K, IS_FP32,
-        PRECISION,
+        PRECISION, UPCAST,
     )  # fmt: skip
     neg = owned & (cos < 0.0)
     value = tl.where(owned, cos, 0.0)
@@ -225,6 +234,7 @@ def radix_low_kernel(
     BLOCK_K: tl.constexpr,
     IS_FP32: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Second exact-quantile pass over one tile: count the low key halves of chosen prefixes.
 
@@ -240,7 +250,7 @@ def radix_low_kernel(
     c0 = tl.load(tile_c0 + t).to(tl.int64)
     cos, owned, rows, cols = _tile_cosines(
         X, inv_norm, r0, c0, r_end, c_end, D, stride_r, stride_c, BLOCK, BLOCK_K, IS_FP32,
-        PRECISION,
+        PRECISION, UPCAST,
     )  # fmt: skip
     key = _signed_key(cos)
     high = ((key >> 16) & 0xFFFF) ^ 0x8000

@@ -23,11 +23,12 @@ that count, an upper bound on how many pairs the negative count may have on the 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from ..errors import BackendError
-from ..schedule import count_pass_tiles
 from ..stats import FINE_BINS, NO_PARTNER, RADIX_BINS, PairStats, PerToken
 from .base import Backend, PassOptions, Progress
 
@@ -54,6 +55,11 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def interpreter_requested() -> bool:
+    """True when TRITON_INTERPRET is set to a true value in the environment now."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false")
 
 
 def sign_band(dtype: torch.dtype, precision: str, d: int) -> float:
@@ -137,11 +143,16 @@ class TritonBackend(Backend):
             )
         from ..kernels import triton_stats
 
-        if device.type == "cpu" and not triton_stats.INTERPRETED:
+        if device.type == "cpu" and not interpreter_requested():
             raise BackendError(
                 "the triton backend runs on the CPU only through Triton's slow interpreter:"
-                " set TRITON_INTERPRET=1 before starting (before embkern imports its kernels),"
-                " or use --backend cpu-fused or --backend torch"
+                " set TRITON_INTERPRET=1 in the environment to use it (for tests), or use"
+                " --backend cpu-fused or --backend torch"
+            )
+        if device.type == "cpu" and not triton_stats.INTERPRETED:
+            raise BackendError(
+                "TRITON_INTERPRET=1 was set after embkern had compiled its Triton kernels for"
+                " the GPU; set it before starting Python, or use --backend torch"
             )
         if device.type == "cuda" and triton_stats.INTERPRETED:
             raise BackendError(
@@ -162,7 +173,11 @@ class TritonBackend(Backend):
         return _block_side(options.block)
 
     def count_tiles(self, n: int, options: PassOptions) -> int:
-        return count_pass_tiles(n, self.block(options), options.split)
+        block = self.block(options)
+        if options.split is None:
+            nb = -(-n // block)
+            return nb * (nb + 1) // 2
+        return -(-options.split // block) * -(-(n - options.split) // block)
 
     def _check_input(self, X: torch.Tensor) -> None:
         if X.dtype not in (torch.float16, torch.bfloat16, torch.float32):
@@ -208,6 +223,7 @@ class TritonBackend(Backend):
             "BLOCK_K": 32 if X.dtype == torch.float32 or self.device.type == "cpu" else 64,
             "IS_FP32": X.dtype == torch.float32,
             "PRECISION": self.precision,
+            "UPCAST": self._k.INTERPRETED and X.dtype == torch.bfloat16,
         }
         if self.device.type == "cuda":
             meta["num_warps"] = 8 if block >= 128 else 4
