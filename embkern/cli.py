@@ -12,10 +12,9 @@ import os
 import sys
 import time
 
-from . import engine, report, sampled
+from . import report
 from .backends import BACKENDS, get_backend, resolve_device
 from .errors import EmbkernError, InputError
-from .prepare import prepare
 from .progress import TileProgress
 
 
@@ -26,6 +25,18 @@ def _ids(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated token ids, got {text!r}"
         ) from exc
+
+
+def _categories(text: str) -> tuple[str, ...]:
+    from .analysis import EXCLUDABLE
+
+    parts = tuple(t for t in text.replace(" ", "").split(",") if t)
+    bad = [t for t in parts if t not in EXCLUDABLE]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list among {','.join(EXCLUDABLE)}, got {text!r}"
+        )
+    return parts
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -78,6 +89,36 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="use the output embedding (lm_head) where it is not tied",
     )
     p.add_argument("--revision", default=None, help="Hugging Face revision (or use org/name@rev)")
+    p.add_argument(
+        "--baseline",
+        choices=["random"],
+        default=None,
+        help="also measure a seeded N(0, 1) matrix of the same shape, side by side",
+    )
+    p.add_argument(
+        "--center",
+        action="store_true",
+        help="also measure the rows minus their mean embedding, side by side",
+    )
+    p.add_argument(
+        "--remove-pcs",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also measure the centered rows with their top-K principal directions removed",
+    )
+    p.add_argument(
+        "--exclude",
+        type=_categories,
+        default=(),
+        metavar="special,padding,untrained",
+        help="leave these rows out of every statistic (see README for the untrained rule)",
+    )
+    p.add_argument(
+        "--isotropy",
+        action="store_true",
+        help="isotropy measures: average cosine, I(W), IsoScore, effective rank",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and chosen")
 
@@ -119,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--negative-ids",
         action="store_true",
         help="include each anchor's negative partner ids in the JSON",
+    )
+    st.add_argument(
+        "--against",
+        default=None,
+        metavar="SOURCE_OR_TENSOR",
+        help="cross statistics against a second matrix of the same width: a tensor name of"
+        " the same file (e.g. lm_head.weight) or another source",
+    )
+    st.add_argument(
+        "--plot",
+        default=None,
+        metavar="PATH.png|svg",
+        help="draw the cosine histogram (with the random baseline), the per-token negative"
+        " counts and the mean cosine by token class (needs matplotlib)",
     )
 
     cmp_ = sub.add_parser("compare", help="the seed note's table for several models")
@@ -164,81 +219,162 @@ def _describe(m) -> dict:
     }
 
 
-def _analyse(m, args, anchor_ids=None):
-    """Run the requested statistics on one loaded matrix; returns (prep, sampled, full)."""
-    device = resolve_device(args.device)
-    backend = get_backend(args.backend, device) if args.full else None
-    prep = prepare(m.matrix, device)
-    if anchor_ids is not None:
-        s = sampled.sampled_stats(prep, sampled.anchors_from_ids(prep, anchor_ids), seed=None)
-    else:
-        s = sampled.sampled_stats(
-            prep, sampled.draw_anchors(prep, args.anchors, args.seed), seed=args.seed
-        )
-    full = None
-    if args.full:
-        progress = TileProgress(not args.no_progress, m.name)
+def _against(args):
+    """--against: a tensor of the same file when the source has one by that name, else a source."""
+    from .loading import load
+    from .models import PACKAGED_MODELS
+
+    name = args.against
+    if os.path.exists(name) or name in PACKAGED_MODELS:
+        return load(name, revision=args.revision)
+    try:
+        return load(args.source, tensor=name, revision=args.revision)
+    except InputError as as_tensor:
         try:
-            full = engine.full_pass(
-                prep,
-                backend,
-                exact_quantiles=args.exact_quantiles,
-                block=args.block,
-                progress=progress,
-            )
-        finally:
-            progress.close()
-    return prep, s, full
+            return load(name, revision=args.revision)
+        except InputError as as_source:
+            raise InputError(
+                f"--against {name}: not a tensor of {args.source} ({as_tensor}) and not a"
+                f" source either ({as_source})"
+            ) from None
+
+
+def _progress_factory(args, name: str, bars: list):
+    def factory(label: str):
+        bar = TileProgress(not args.no_progress, f"{name} {label}")
+        bars.append(bar)
+        return bar
+
+    return factory
+
+
+def _analyse(m, args, anchor_ids=None, against=None):
+    """Run everything the flags ask for on one loaded matrix; returns an Analysis."""
+    from .analysis import analyze
+
+    bars: list[TileProgress] = []
+    try:
+        return analyze(
+            m,
+            anchors=args.anchors,
+            seed=args.seed,
+            anchor_ids=anchor_ids,
+            full=args.full,
+            exact_quantiles=args.exact_quantiles,
+            backend=args.backend,
+            device=args.device,
+            block=args.block,
+            baseline=args.baseline,
+            center=args.center,
+            remove_pcs=args.remove_pcs,
+            exclude=args.exclude,
+            against=against,
+            isotropy=args.isotropy,
+            progress=_progress_factory(args, m.name, bars),
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _check_flags(args) -> None:
+    if args.remove_pcs < 0:
+        raise InputError(f"--remove-pcs must be 0 or more, got {args.remove_pcs}")
+    if args.block is not None and args.block < 1:
+        raise InputError(f"--block must be a positive number of rows, got {args.block}")
+    # Fail on a bad device or backend before loading anything.
+    get_backend(args.backend, resolve_device(args.device))
 
 
 def cmd_stats(args) -> int:
-    if args.per_token and not args.full:
-        raise InputError("--per-token needs --full: per-token statistics come from the full pass")
+    for flag, value in (("--per-token", args.per_token), ("--plot", args.plot)):
+        if value and not args.full:
+            raise InputError(f"{flag} needs --full: it shows statistics of the full pass")
+    _check_flags(args)
     for flag, path in (("--json", args.json), ("--per-token", args.per_token)):
         if path:
             report.check_output_path(path, flag)
+    if args.plot:
+        from .plots import check_plot_path
+
+        report.check_output_path(args.plot, "--plot")
+        check_plot_path(args.plot)
     t0 = time.perf_counter()
     m = _load(args.source, args)
+    other = _against(args) if args.against else None
     t1 = time.perf_counter()
-    prep, s, full = _analyse(m, args, args.anchor_ids)
+    a = _analyse(m, args, args.anchor_ids, other)
     t2 = time.perf_counter()
     desc = _describe(m)
+    raw = a.raw
     # Files first: a summary cut short by a closed pipe must not lose them.
     if args.json:
         source = {
             **desc,
-            "excluded_rows": prep.excluded,
+            "excluded_rows": a.excluded_rows,
             "padding_rows": len(m.padding_rows),
             "seconds": {"load": t1 - t0, "compute": t2 - t1},
         }
-        doc = report.stats_document(source, s, full, negative_ids=args.negative_ids)
+        if other is not None:
+            source["against"] = _describe(other)
+        doc = report.stats_document(source, raw.sampled, raw.full, negative_ids=args.negative_ids)
+        doc["analysis"] = a.to_dict(negative_ids=args.negative_ids)
         report.write_atomic(args.json, report.to_json(doc))
     if args.per_token:
-        report.write_atomic(args.per_token, report.per_token_csv(full, m.tokens))
+        report.write_atomic(args.per_token, report.per_token_csv(raw.full, m.tokens))
+    if args.plot:
+        _plot(args.plot, m, a)
     shape = f"{desc['shape'][0]:,} x {desc['shape'][1]} {desc['dtype']}"
     print(f"{m.name}: {shape} ({m.tensor_name} in {m.path})")
-    print(f"excluded rows: {report.excluded_summary(prep.excluded)}")
+    print(f"excluded rows: {report.excluded_summary(a.excluded_rows)}")
+    print(f"flagged rows: {report.flagged_summary(a.flagged)}")
     if m.padding_rows:
         print(f"rows past the tokenizer's vocabulary ({m.vocab_size}): {len(m.padding_rows)}")
-    print(report.sampled_summary(s, m.tokens))
-    if full is not None:
-        print(report.full_summary(full, m.tokens))
+    print(report.sampled_summary(raw.sampled, m.tokens))
+    if raw.full is not None:
+        print(report.full_summary(raw.full, m.tokens))
+    print(report.analysis_summary(a, m.tokens, other))
     print(f"loaded in {t1 - t0:.1f} s, computed in {t2 - t1:.1f} s")
-    for path in (args.json, args.per_token):
+    for path in (args.json, args.per_token, args.plot):
         if path:
             print(f"wrote {path}")
     return 0
 
 
+def _plot(path: str, m, a) -> None:
+    from .plots import render
+
+    histograms = []
+    for v in a.variants:
+        if v.full is not None:
+            histograms.append((v.name, v.full.histogram_edges, v.full.histogram_counts))
+    pt = a.raw.full.per_token if a.raw.full is not None else None
+    class_means = None
+    if a.classes:
+        class_means = [(c.name, c.mean_cos, c.tokens) for c in a.classes if c.tokens]
+    render(
+        path,
+        title=f"{m.name}: cosine similarity of token embeddings ({a.raw.full.pairs:,} pairs)",
+        histograms=histograms,
+        random_dim=a.shape[1],
+        per_token_neg=None if pt is None else pt.neg,
+        valid=None if pt is None else pt.valid,
+        class_means=class_means,
+    )
+
+
 def cmd_compare(args) -> int:
+    _check_flags(args)
     rows = []
     for source in args.sources:
         m = _load(source, args)
-        _, s, full = _analyse(m, args)
-        rows.append(report.seed_row(m.name, sampled=s))
-        if full is not None:
-            rows.append(report.seed_row(m.name, full=full))
-        del m
+        a = _analyse(m, args)
+        for v in a.variants:
+            label = m.name if v.name == "raw" else f"{m.name} ({v.name})"
+            rows.append(report.seed_row(label, sampled=v.sampled))
+            if v.full is not None:
+                rows.append(report.seed_row(label, full=v.full))
+        del m, a
     print(report.seed_table(rows, args.format), end="" if args.format == "csv" else "\n")
     return 0
 

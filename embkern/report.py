@@ -237,3 +237,130 @@ def _sparkline(counts: np.ndarray, edges: np.ndarray, width: int = 40) -> str:
     ramp = " ▁▂▃▄▅▆▇█"
     idx = np.ceil(heights / heights.max() * (len(ramp) - 1)).astype(int)
     return f"[{edges[lo]:+.2f} {''.join(ramp[i] for i in idx)} {edges[hi]:+.2f}]"
+
+
+def flagged_summary(flagged: dict[str, list[int]]) -> str:
+    """Counts of the rows ``--exclude`` can leave out, by category."""
+    return ", ".join(f"{len(ids)} {what}" for what, ids in flagged.items())
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}%"
+
+
+def _ratio(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.2f}x"
+
+
+def _tokens_of(tokens: list[str] | None, start: int, end: int, limit: int = 12) -> str:
+    if tokens is None:
+        return ""
+    shown = " ".join(tokens[i] for i in range(start, min(end + 1, start + limit)))
+    return f": {shown}{' …' if end + 1 - start > limit else ''}"
+
+
+def analysis_summary(a, tokens: list[str] | None, other=None) -> str:
+    """Variants side by side, sampled error, token findings, isotropy and cross statistics."""
+    out = []
+    if len(a.variants) > 1:
+        rows = []
+        for v in a.variants:
+            rows.append(seed_row(v.name, sampled=v.sampled))
+            if v.full is not None:
+                rows.append(seed_row(v.name, full=v.full))
+        out.append("Side by side:")
+        out.append(seed_table(rows).replace("| Model ", "| Variant"))
+        for v in a.variants:
+            t = v.transform
+            if t is None:
+                continue
+            line = f"  {v.name}: the mean row (norm {t.mean_norm:.4g}) carried"
+            line += f" {_pct(t.mean_share)} of the rows' squared norm"
+            if t.remove_pcs:
+                line += f"; the top {t.remove_pcs} PCs carried {_pct(t.pc_share)} of the"
+                line += " centered variance"
+            out.append(line)
+    if a.sampled_error:
+        out.append("Sampled protocol against the exact average over all tokens (95% CI):")
+        table = [
+            [
+                c.column,
+                f"{c.sampled:.4f}",
+                f"[{c.ci_low:.4f}, {c.ci_high:.4f}]",
+                "n/a" if c.exact is None else f"{c.exact:.4f}",
+                "n/a" if c.error is None else f"{c.error:+.4f}",
+                {True: "yes", False: "no", None: "n/a"}[c.covered],
+            ]
+            for c in a.sampled_error
+        ]
+        out.append(
+            tabulate(
+                table,
+                headers=["column", "sampled", "95% CI", "exact", "error", "in CI"],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
+    if a.classes:
+        out.append("Token classes among negative partners (enrichment = share of negative")
+        out.append("partner slots / share of the vocabulary):")
+        table = [
+            [
+                c.name,
+                f"{c.tokens:,}",
+                _pct(c.vocab_share),
+                _pct(c.neg_share),
+                _ratio(c.enrichment),
+                "n/a"
+                if c.mean_cos is None or not math.isfinite(c.mean_cos)
+                else f"{c.mean_cos:.4f}",
+            ]
+            for c in a.classes
+            if c.tokens
+        ]
+        out.append(
+            tabulate(
+                table,
+                headers=["class", "tokens", "of vocab", "of negatives", "enrichment", "mean cos"],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
+    if a.ranges is not None:
+        if not a.ranges:
+            out.append("Id ranges enriched among negative partners: none")
+        else:
+            out.append("Id ranges enriched among negative partners:")
+            for r in a.ranges:
+                shown = _tokens_of(tokens, r.start, r.end)
+                out.append(f"  ids {r.start}-{r.end} ({r.tokens} tokens{shown})")
+                out.append(
+                    f"    {_pct(r.neg_share)} of negative partner slots, {_pct(r.vocab_share)} of"
+                    f" the vocabulary: enrichment {_ratio(r.enrichment)}"
+                )
+    if a.isotropy is not None:
+        iso = a.isotropy
+        out.append(
+            f"Isotropy: average cosine {iso.average_cosine:.4f}, I(W) {iso.partition_isotropy:.4g}"
+            f" (log {iso.partition_log_ratio:.4g}), IsoScore {iso.isoscore:.4f}, effective rank"
+            f" {iso.effective_rank:.1f} (centered {iso.effective_rank_centered:.1f}) of"
+            f" {iso.dim}, top PC {_pct(iso.top_pc_variance_fraction)} of the variance"
+        )
+    if a.cross is not None:
+        c, ss = a.cross, a.cross.self_similarity.summary()
+        f = c.pairs
+        what = "" if other is None else f" against {other.name} ({other.tensor_name})"
+        out.append(f"Cross statistics{what}: {f.pairs:,} pairs (every row against every row)")
+        out.append(
+            f"  min {f.min:.6f}  max {f.max:.6f}  mean {f.mean:.6f}  std {f.std:.6f}"
+            f"  fraction non-negative {f.frac_nonneg:.6f}"
+        )
+        if ss["tokens"]:
+            out.append(
+                f"  self-similarity cos(A_i, B_i) over {ss['tokens']:,} tokens: mean"
+                f" {ss['mean']:.4f}  median {ss['median']:.4f}  min {ss['min']:.4f}  max"
+                f" {ss['max']:.4f}  negative {ss['neg']:,}"
+            )
+            low = ", ".join(f"{_tok(tokens, i)} ({v:.3f})" for i, v in ss["lowest"][:5])
+            out.append(f"  lowest self-similarity: {low}")
+    return "\n".join(out)
