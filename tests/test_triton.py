@@ -11,8 +11,10 @@ imported), so the other test modules still see the triton backend refuse the pla
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,3 +263,25 @@ def test_cli_full_pass(tmp_path, capsys):
     assert out["triton"]["pairs"] == out["torch"]["pairs"] == 100 * 99 // 2
     assert out["triton"]["neg"] == out["torch"]["neg"]
     assert abs(out["triton"]["mean"] - out["torch"]["mean"]) <= 1e-6
+
+
+def _gpu_bench():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_bench.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_gpu_bench_refuses_without_cuda(tmp_path, capsys):
+    bench = _gpu_bench()
+    assert bench.parse_args(["--out", str(tmp_path), "--quick"]).shape_map == bench.QUICK_SHAPES
+    assert list(bench.parse_args(["--out", "x", "--shapes", "gemma-3-4b"]).shape_map) == [
+        "gemma-3-4b"
+    ]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--out", "x", "--shapes", "llama"])
+    assert bench.main(["--out", str(tmp_path / "o")]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
