@@ -193,12 +193,13 @@ def pair_stats_kernel(
         tl.atomic_add(radix_hi + high, ones, mask=owned, sem="relaxed")
 
     if PER_TOKEN:
-        big = tl.full((BLOCK, BLOCK), 9223372036854775807, tl.int64)
+        # Argmax positions are found as int32 offsets inside the tile (fewer registers).
+        local = tl.arange(0, BLOCK)
         # Rows: each against its partners in this tile's columns.
         row_any = tl.max(owned.to(tl.int32), axis=1) > 0
         row_max = tl.max(tl.where(owned, cos, float("-inf")), axis=1)
         at_max = owned & (cos == row_max[:, None])
-        row_arg = tl.min(tl.where(at_max, cols[None, :], big), axis=1)
+        row_arg = c0 + tl.min(tl.where(at_max, local[None, :], BLOCK), axis=1).to(tl.int64)
         row_min = tl.min(tl.where(owned, cos, float("inf")), axis=1)
         tl.atomic_add(tok_neg + rows, tl.sum(neg.to(tl.int32), axis=1), mask=row_any)
         tl.atomic_add(tok_total + rows, tl.sum(value, axis=1).to(tl.float64), mask=row_any)
@@ -208,7 +209,7 @@ def pair_stats_kernel(
         col_any = tl.max(owned.to(tl.int32), axis=0) > 0
         col_max = tl.max(tl.where(owned, cos, float("-inf")), axis=0)
         at_max = owned & (cos == col_max[None, :])
-        col_arg = tl.min(tl.where(at_max, rows[:, None], big), axis=0)
+        col_arg = r0 + tl.min(tl.where(at_max, local[:, None], BLOCK), axis=0).to(tl.int64)
         col_min = tl.min(tl.where(owned, cos, float("inf")), axis=0)
         tl.atomic_add(tok_neg + cols, tl.sum(neg.to(tl.int32), axis=0), mask=col_any)
         tl.atomic_add(tok_total + cols, tl.sum(value, axis=0).to(tl.float64), mask=col_any)
