@@ -1,10 +1,15 @@
 """embkern: exact cosine-similarity statistics of embedding matrices.
 
-Public API: :func:`load`, :func:`sampled_stats`, :func:`pair_stats`, and their result types.
+Public API: :func:`load`, :func:`sampled_stats`, :func:`pair_stats`, :func:`cross_stats`,
+:func:`analyze` (variants side by side, token findings, isotropy), :func:`isotropy`, and their
+result types.
 """
 
-from .api import pair_stats, sampled_stats
+from .analysis import Analysis, analyze
+from .api import cross_stats, pair_stats, sampled_stats
+from .cross import CrossResult
 from .errors import BackendError, EmbkernError, InputError
+from .isotropy import IsotropyResult, isotropy
 from .results import AnchorStats, FullResult, PerTokenResult, SampledResult
 from .stats import PairStats
 
@@ -19,11 +24,17 @@ def load(source, **kwargs):
 
 
 __all__ = [
+    "Analysis",
     "AnchorStats",
     "BackendError",
+    "CrossResult",
     "EmbkernError",
     "FullResult",
     "InputError",
+    "IsotropyResult",
+    "analyze",
+    "cross_stats",
+    "isotropy",
     "PairStats",
     "PerTokenResult",
     "SampledResult",

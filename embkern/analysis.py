@@ -291,7 +291,11 @@ def analyze(
     if isotropy:
         from .isotropy import isotropy as isotropy_measures
 
-        out.isotropy = isotropy_measures(prep.X)
+        # The raw rows (prepare may rescale rows of extreme norm by powers of two), without
+        # the rows excluded by category; isotropy() leaves out non-finite and zero rows itself.
+        by_category = any(prep.excluded.get(k) for k in exclude)
+        rows = X[torch.as_tensor(prep.valid_ids)] if by_category else X
+        out.isotropy = isotropy_measures(rows)
     if against is not None:
         B = as_matrix(against, "the --against matrix")
         V_b = B.shape[0]

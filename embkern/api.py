@@ -5,6 +5,8 @@
 >>> full = embkern.pair_stats(X)                    # every pair i < j
 >>> sampled = embkern.sampled_stats(X, anchors=50)  # the seed note's protocol
 >>> full.to_dict()["frac_nonneg"], sampled.to_dict()["median"]
+>>> cross = embkern.cross_stats(X, torch.randn(800, 64))  # every row of A against B
+>>> report = embkern.analyze(X, full=True, center=True, baseline="random")  # side by side
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 from . import engine, quantiles, sampled
 from .backends import get_backend, resolve_device
+from .cross import CrossResult, cross_pass
 from .prepare import as_matrix, prepare
 from .progress import TileProgress
 from .results import FullResult, SampledResult
@@ -86,6 +89,53 @@ def pair_stats(
     try:
         return engine.full_pass(
             prep,
+            impl,
+            per_token=per_token,
+            exact_quantiles=exact_quantiles,
+            qs=qs,
+            hist_bins=hist_bins,
+            block=block,
+            progress=progress,
+        )
+    finally:
+        if bars is not None:
+            bars.close()
+
+
+def cross_stats(
+    A,
+    B,
+    *,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    per_token: bool = True,
+    exact_quantiles: bool = False,
+    qs: Sequence[float] = quantiles.DEFAULT_QUANTILES,
+    hist_bins: int = 200,
+    block: int | None = None,
+    progress=None,
+) -> CrossResult:
+    """Statistics of every pair (a, b), a a row of A and b a row of B, and cos(A_i, B_i).
+
+    A and B need the same width; their row counts may differ (the self-similarity covers the
+    ids below both). Arguments as :func:`pair_stats`; see :mod:`embkern.cross` for the
+    definitions.
+    """
+    qs = tuple(float(q) for q in qs)
+    engine.check_request(block=block, hist_bins=hist_bins, qs=qs)
+    dev = resolve_device(device)
+    impl = get_backend(backend, dev)
+    a = prepare(as_matrix(A, "A"), dev)
+    b = prepare(as_matrix(B, "B"), dev)
+    bars = None
+    if progress is True:
+        progress = bars = TileProgress(True, "embkern cross")
+    elif progress is False:
+        progress = None
+    try:
+        return cross_pass(
+            a,
+            b,
             impl,
             per_token=per_token,
             exact_quantiles=exact_quantiles,

@@ -295,10 +295,13 @@ def cmd_stats(args) -> int:
         if path:
             report.check_output_path(path, flag)
     if args.plot:
-        from .plots import check_plot_path
+        from .plots import FORMATS
 
         report.check_output_path(args.plot, "--plot")
-        check_plot_path(args.plot)
+        if os.path.splitext(args.plot)[1].lower() not in FORMATS:
+            raise InputError(
+                f"--plot {args.plot}: the file name must end in {' or '.join(FORMATS)}"
+            )
     t0 = time.perf_counter()
     m = _load(args.source, args)
     other = _against(args) if args.against else None

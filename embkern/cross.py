@@ -131,9 +131,10 @@ def cross_pass(
     stats, qvals = engine.run_pass(
         X, inv, backend, options, qs=qs, hist_bins=hist_bins, progress=progress
     )
-    del X, inv
     result = engine.summarize(stats, qvals, exact_quantiles, hist_bins, closed_form_cross(a, b))
     result.backend = backend.name
+    result.sign_band = backend.sign_band(X)
+    del X, inv
     result.excluded_rows = a.excluded
     out = CrossResult(pairs=result, self_similarity=self_similarity(a, b))
     if per_token:

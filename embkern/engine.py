@@ -140,6 +140,7 @@ def full_pass(
     )
     result = summarize(stats, qvals, exact_quantiles, hist_bins, closed_form_moments(prep))
     result.backend = backend.name
+    result.sign_band = backend.sign_band(prep.X)
     result.excluded_rows = prep.excluded
     if per_token:
         result.per_token = per_token_result(prep, stats)
@@ -205,4 +206,5 @@ def summarize(
         histogram_counts=counts,
         closed_form={"mean": cf_mean, "std": cf_std},
         backend="",
+        neg_uncertain=stats.neg_uncertain,
     )

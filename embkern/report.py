@@ -208,6 +208,14 @@ def full_summary(f: FullResult, tokens: list[str] | None, top: int = 10) -> str:
         f"  min {f.min:.6f}  max {f.max:.6f}  mean {f.mean:.6f}  std {f.std:.6f}",
         f"  negative {f.neg:,}  non-negative {f.nonneg:,}  fraction non-negative"
         f" {f.frac_nonneg:.6f}",
+        *(
+            []
+            if f.neg_uncertain is None
+            else [
+                f"  sign band: {f.neg_uncertain:,} pairs have |cos| < {f.sign_band:.3g}, where"
+                " this precision cannot guarantee the sign (negative count ± that many)"
+            ]
+        ),
         f"  quantiles ({kind}): {qline}",
         f"  closed-form check: mean {_fmt(f.closed_form['mean'])}"
         f"  std {_fmt(f.closed_form['std'])}",

@@ -163,8 +163,14 @@ class FullResult:
     closed_form: dict[str, float]
     backend: str
     per_token: PerTokenResult | None = field(default=None, repr=False)
-    #: {"non_finite": [token ids], "zero_norm": [token ids]}: rows left out of every statistic.
+    #: {"non_finite": [token ids], "zero_norm": [token ids], ...}: rows left out of every
+    #: statistic, by reason.
     excluded_rows: dict[str, list[int]] = field(default_factory=dict)
+    #: Pairs whose computed cosine lies in the band |cos| < ``sign_band`` where the backend's
+    #: arithmetic cannot guarantee the sign (an upper bound on miscounted signs); None when the
+    #: backend does not count it (the fp32 CPU backends).
+    neg_uncertain: int | None = None
+    sign_band: float | None = None
 
     @property
     def frac_nonneg(self) -> float:
@@ -189,4 +195,6 @@ class FullResult:
             },
             "closed_form": {k: _num(v) for k, v in self.closed_form.items()},
             "backend": self.backend,
+            "neg_uncertain": self.neg_uncertain,
+            "sign_band": self.sign_band,
         }

@@ -42,8 +42,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def get_backend(name: str, device: torch.device) -> Backend:
-    """Instantiate backend ``name`` (one of :data:`BACKENDS`) on ``device``."""
+def get_backend(name: str, device: torch.device, precision: str = "ieee") -> Backend:
+    """Instantiate backend ``name`` (one of :data:`BACKENDS`) on ``device``.
+
+    Args:
+        precision: input precision of fp32 dot products in the triton backend ("ieee",
+            "tf32", "tf32x3"); the other backends compute full fp32 products and accept only
+            "ieee".
+    """
+    if precision not in triton_backend.PRECISIONS:
+        raise BackendError(
+            f"unknown input precision {precision!r};"
+            f" choose one of {', '.join(triton_backend.PRECISIONS)}"
+        )
+    if precision != "ieee" and name != "triton":
+        raise BackendError(
+            f"--precision {precision} applies to the triton backend only;"
+            " add --backend triton, or leave the precision at ieee"
+        )
     if name == "auto":
         if device.type == "cpu" and cpu_fused.available():
             return cpu_fused.CpuFusedBackend(device)
@@ -70,7 +86,7 @@ def get_backend(name: str, device: torch.device) -> Backend:
     if name == "naive":
         return NaiveBackend(device)
     if name == "triton":
-        return triton_backend.TritonBackend(device)
+        return triton_backend.TritonBackend(device, precision)
     raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

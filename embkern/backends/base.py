@@ -64,6 +64,13 @@ class Backend(ABC):
             progress: called with the number of tiles finished since the last call.
         """
 
+    def sign_band(self, X: torch.Tensor) -> float | None:
+        """Half-width of the band |cos| < eps whose pairs ``PairStats.neg_uncertain`` counts.
+
+        None for backends that do not count it.
+        """
+        return None
+
     @abstractmethod
     def count_tiles(self, n: int, options: PassOptions) -> int:
         """How many progress units :meth:`pair_stats` reports for n rows."""

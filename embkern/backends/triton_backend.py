@@ -230,6 +230,9 @@ class TritonBackend(Backend):
             meta["num_stages"] = 3
         return meta
 
+    def sign_band(self, X: torch.Tensor) -> float | None:
+        return sign_band(X.dtype, self.precision, X.shape[1])
+
     def pair_stats(
         self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions, progress: Progress
     ) -> PairStats:
