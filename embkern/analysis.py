@@ -208,6 +208,7 @@ def analyze(
     exclude: Collection[str] = (),
     against=None,
     isotropy: bool = False,
+    precision: str = "ieee",
     progress: Callable[[str], Callable[[int, int], Callable[[int], None]] | None] | None = None,
 ) -> Analysis:
     """Measure a matrix and its variants; see the module docstring.
@@ -223,6 +224,7 @@ def analyze(
             ``special``, ``padding``, ``untrained``.
         against: a second matrix (LoadedMatrix or tensor) of the same width for a cross pass.
         isotropy: compute the isotropy measures of the measured rows.
+        precision: input precision of fp32 products in the triton backend.
         progress: called with a label per pass (e.g. "raw"), returns the progress factory of
             :func:`embkern.engine.full_pass` or None.
     """
@@ -234,7 +236,7 @@ def analyze(
     X = as_matrix(m)
     name = _attr(m, "name", "matrix")
     dev = resolve_device(device)
-    impl = get_backend(backend, dev) if full or against is not None else None
+    impl = get_backend(backend, dev, precision) if full or against is not None else None
     flagged, untrained = flagged_rows(m, X)
     prep = prepare(X, dev, {k: flagged[k] for k in exclude})
 

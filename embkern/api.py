@@ -58,6 +58,7 @@ def pair_stats(
     qs: Sequence[float] = quantiles.DEFAULT_QUANTILES,
     hist_bins: int = 200,
     block: int | None = None,
+    precision: str = "ieee",
     progress=None,
 ) -> FullResult:
     """Statistics over every unordered pair i < j of the rows of X, streamed tile by tile.
@@ -73,13 +74,16 @@ def pair_stats(
         qs: the quantile levels, each in [0, 1].
         hist_bins: bins of the reported histogram over [-1, 1]; must divide 20000.
         block: tile side in rows; None picks the backend's default.
+        precision: input precision of fp32 dot products in the triton backend ("ieee",
+            "tf32", "tf32x3"); the result's ``neg_uncertain`` counts the pairs whose sign
+            that precision cannot guarantee.
         progress: None or False for no progress, True for a progress bar on stderr, or a
             factory ``progress(total_tiles, pass_number) -> tick(k)``.
     """
     qs = tuple(float(q) for q in qs)
     engine.check_request(block=block, hist_bins=hist_bins, qs=qs)
     dev = resolve_device(device)
-    impl = get_backend(backend, dev)
+    impl = get_backend(backend, dev, precision)
     prep = prepare(as_matrix(X), dev)
     bars = None
     if progress is True:
@@ -113,6 +117,7 @@ def cross_stats(
     qs: Sequence[float] = quantiles.DEFAULT_QUANTILES,
     hist_bins: int = 200,
     block: int | None = None,
+    precision: str = "ieee",
     progress=None,
 ) -> CrossResult:
     """Statistics of every pair (a, b), a a row of A and b a row of B, and cos(A_i, B_i).
@@ -124,7 +129,7 @@ def cross_stats(
     qs = tuple(float(q) for q in qs)
     engine.check_request(block=block, hist_bins=hist_bins, qs=qs)
     dev = resolve_device(device)
-    impl = get_backend(backend, dev)
+    impl = get_backend(backend, dev, precision)
     a = prepare(as_matrix(A, "A"), dev)
     b = prepare(as_matrix(B, "B"), dev)
     bars = None

@@ -78,6 +78,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="tile side in rows (default: chosen per device)",
     )
     p.add_argument(
+        "--precision",
+        choices=["ieee", "tf32", "tf32x3"],
+        default="ieee",
+        help="input precision of fp32 dot products in the triton backend (default ieee; see"
+        " README for the measured sign errors)",
+    )
+    p.add_argument(
         "--tensor",
         default=None,
         metavar="NAME",
@@ -270,6 +277,7 @@ def _analyse(m, args, anchor_ids=None, against=None):
             exclude=args.exclude,
             against=against,
             isotropy=args.isotropy,
+            precision=args.precision,
             progress=_progress_factory(args, m.name, bars),
         )
     finally:
@@ -283,7 +291,7 @@ def _check_flags(args) -> None:
     if args.block is not None and args.block < 1:
         raise InputError(f"--block must be a positive number of rows, got {args.block}")
     # Fail on a bad device or backend before loading anything.
-    get_backend(args.backend, resolve_device(args.device))
+    get_backend(args.backend, resolve_device(args.device), args.precision)
 
 
 def cmd_stats(args) -> int:

@@ -106,12 +106,13 @@ def seed_row(model: str, sampled: SampledResult | None = None, full: FullResult 
     ]
 
 
-def seed_table(rows: list[list], fmt: str = "markdown") -> str:
-    """Render seed-table rows as a markdown table or CSV."""
+def seed_table(rows: list[list], fmt: str = "markdown", first: str = "Model") -> str:
+    """Render seed-table rows as a markdown table or CSV; ``first`` names the first column."""
+    columns = [first, *SEED_COLUMNS[1:]]
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(SEED_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
         return buf.getvalue()
     shown = [
@@ -128,7 +129,7 @@ def seed_table(rows: list[list], fmt: str = "markdown") -> str:
         ]
         for r in rows
     ]
-    return tabulate(shown, headers=SEED_COLUMNS, tablefmt="github", disable_numparse=True)
+    return tabulate(shown, headers=columns, tablefmt="github", disable_numparse=True)
 
 
 def _count(x: float) -> str:
@@ -277,7 +278,7 @@ def analysis_summary(a, tokens: list[str] | None, other=None) -> str:
             if v.full is not None:
                 rows.append(seed_row(v.name, full=v.full))
         out.append("Side by side:")
-        out.append(seed_table(rows).replace("| Model ", "| Variant"))
+        out.append(seed_table(rows, first="Variant"))
         for v in a.variants:
             t = v.transform
             if t is None:
