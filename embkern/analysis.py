@@ -41,6 +41,10 @@ from .results import FullResult, SampledResult
 from .transform import TransformInfo, center_and_project, random_baseline
 
 EXCLUDABLE = ("special", "padding", "untrained")
+#: Non-heavy rows allowed between two heavy rows of one negative-partner id range (see
+#: :func:`embkern.tokenclass.negative_ranges`): 6 joins SmolLM2's printable-ASCII band, ids
+#: 17-105, into one range, where gaps of 2 split it into three.
+RANGE_GAP = 6
 #: Columns of the sampled table that have an exact counterpart after a full pass.
 _EXACT_COLUMNS = ("min", "max", "mean", "nonneg", "neg", "frac_nonneg")
 _Z95 = 1.959963984540054
@@ -324,4 +328,4 @@ def _token_findings(out: Analysis, m, f: FullResult) -> None:
         no_token = list(_attr(m, "padding_rows", []))
         out.token_classes = classify(tokens, _attr(m, "special_ids", []), no_token)
         out.classes = class_table(out.token_classes, f.per_token)
-    out.ranges = negative_ranges(f.per_token)
+    out.ranges = negative_ranges(f.per_token, max_gap=RANGE_GAP)
