@@ -1,5 +1,6 @@
-"""Triton kernels of embkern, installed as ``embkern.kernels``.
+"""Compiled kernels of embkern, installed as ``embkern.kernels``.
 
-One kernel family per file, each with its launcher and a torch twin in ``embkern.backends``.
-The fused full-pass kernel is not in this release: ``--backend triton`` says so.
+``cpu_epilogue``: the numba epilogue of the ``cpu-fused`` backend (one pass over a tile of dot
+products). ``triton_stats``: the fused Triton kernel of the ``triton`` backend (the tile's
+matmul and every reduction in one kernel). Each has its launcher in ``embkern.backends``.
 """
