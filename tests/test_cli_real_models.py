@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import embkern
 from embkern.cli import main
 
 pytestmark = pytest.mark.realmodel
@@ -116,11 +117,63 @@ def full_runs(tmp_path_factory):
                 str(d / "r.json"),
                 "--per-token",
                 str(d / "t.csv"),
+                # The analyses ride on the same run: two more full passes per model.
+                "--center",
+                "--baseline",
+                "random",
+                "--isotropy",
             ]
         )
         assert code == 0
         runs[name] = (json.loads((d / "r.json").read_text()), d / "t.csv")
     return runs
+
+
+def _unit_centered(X: np.ndarray) -> np.ndarray:
+    C = X - X.mean(0)
+    return C / np.linalg.norm(C, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("name", ["minilm", "smollm2"])
+def test_variants_and_isotropy_match_float64(name, full_runs):
+    load, (V, _) = MODELS[name]
+    doc, _ = full_runs[name]
+    a = doc["analysis"]
+    raw, centered, rand = (v["full"] for v in a["variants"])
+    assert [v["name"] for v in a["variants"]] == ["raw", "centered", "random N(0, 1)"]
+    # Mean cosine of the centered rows, from the float64 closed form on an independent copy.
+    Y = _unit_centered(np.asarray(load(), dtype=np.float64))
+    s = Y.sum(0)
+    assert centered["mean"] == pytest.approx((s @ s - V) / (V * (V - 1)), abs=1e-6)
+    assert centered["pairs"] == rand["pairs"] == raw["pairs"]
+    assert abs(rand["mean"]) < 1e-3 and rand["frac_nonneg"] == pytest.approx(0.5, abs=1e-3)
+    assert a["isotropy"]["average_cosine"] == pytest.approx(raw["mean"], abs=1e-6)
+    errors = {row["column"]: row for row in a["sampled_vs_exact"]}
+    assert errors["mean"]["exact"] == pytest.approx(raw["mean"], abs=1e-6)
+
+
+def test_smollm2_ascii_band_is_found(full_runs):
+    """The seed note's finding, computed: single ASCII characters among negative partners."""
+    doc, _ = full_runs["smollm2"]
+    a = doc["analysis"]
+    classes = {c["name"]: c for c in a["token_classes"]}
+    for name in ("ASCII punctuation", "ASCII digit", "ASCII letter"):
+        assert classes[name]["enrichment"] > 10
+    assert classes["ASCII word"]["enrichment"] < 1
+    band = [r for r in a["negative_ranges"] if r["start"] <= 20 and r["end"] >= 100]
+    assert band and band[0]["enrichment"] > 10
+    # Centering removes most of the positivity.
+    assert a["variants"][1]["full"]["frac_nonneg"] < 0.6 < a["variants"][0]["full"]["frac_nonneg"]
+
+
+def test_minilm_unused_rows_are_flagged(full_runs):
+    doc, _ = full_runs["minilm"]
+    a = doc["analysis"]
+    flagged = set(a["untrained"]["ids"])
+    tokens = embkern.load("minilm").tokens
+    unused = {i for i, t in enumerate(tokens) if t.startswith("[unused")}
+    assert len(unused) == 994 and len(flagged & unused) >= 990
+    assert a["negative_ranges"] == []
 
 
 @pytest.mark.parametrize("name", ["minilm", "smollm2"])

@@ -263,6 +263,27 @@ def test_cli_full_pass(tmp_path, capsys):
     assert out["triton"]["pairs"] == out["torch"]["pairs"] == 100 * 99 // 2
     assert out["triton"]["neg"] == out["torch"]["neg"]
     assert abs(out["triton"]["mean"] - out["torch"]["mean"]) <= 1e-6
+    # Only the triton backend counts the sign band; the CLI and JSON carry it.
+    assert isinstance(out["triton"]["neg_uncertain"], int)
+    assert out["triton"]["sign_band"] == 17 * 2.0**-23
+    assert out["torch"]["neg_uncertain"] is None and out["torch"]["sign_band"] is None
+    code = main([str(a) for a in ["stats", path, "--full", "--backend", "triton", "--no-progress"]])
+    assert code == 0 and "sign band:" in capsys.readouterr().out
+    code = main([str(a) for a in ["stats", path, "--full", "--precision", "tf32", "--no-progress"]])
+    assert code == 2 and "applies to the triton backend only" in capsys.readouterr().err
+
+
+def test_cross_stats_through_the_engine():
+    A, B = sample(70, 17, 3), sample(45, 17, 4)
+    B[0] = 0.0
+    tri = embkern.cross_stats(A, B, backend="triton", device="cpu", block=16)
+    ref = embkern.cross_stats(A, B, backend="torch", device="cpu", block=16)
+    assert tri.pairs.pairs == ref.pairs.pairs == 70 * 44
+    assert tri.pairs.neg == ref.pairs.neg
+    assert tri.pairs.mean == pytest.approx(ref.pairs.mean, abs=1e-6)
+    assert tri.pairs.sign_band == 17 * 2.0**-23 and tri.pairs.neg_uncertain is not None
+    np.testing.assert_array_equal(tri.per_token_a.neg, ref.per_token_a.neg)
+    np.testing.assert_array_equal(tri.per_token_b.nearest_id, ref.per_token_b.nearest_id)
 
 
 def _gpu_bench():
