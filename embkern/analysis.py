@@ -45,6 +45,9 @@ EXCLUDABLE = ("special", "padding", "untrained")
 #: :func:`embkern.tokenclass.negative_ranges`): 6 joins SmolLM2's printable-ASCII band, ids
 #: 17-105, into one range, where gaps of 2 split it into three.
 RANGE_GAP = 6
+#: The seed note's band: tokens that are one ASCII character (control, space, punctuation,
+#: digit, letter), wherever their ids are.
+BAND_NAME = "single ASCII characters"
 #: Columns of the sampled table that have an exact counterpart after a full pass.
 _EXACT_COLUMNS = ("min", "max", "mean", "nonneg", "neg", "frac_nonneg")
 _Z95 = 1.959963984540054
@@ -142,6 +145,7 @@ class Analysis:
     flagged: dict[str, list[int]]
     sampled_error: list[ColumnError] | None = None
     classes: list | None = None
+    ascii_band: object | None = None
     ranges: list | None = None
     isotropy: object | None = None
     untrained: object | None = None
@@ -163,6 +167,7 @@ class Analysis:
             if self.sampled_error is None
             else [c.to_dict() for c in self.sampled_error],
             "token_classes": None if self.classes is None else [c.to_dict() for c in self.classes],
+            "ascii_band": None if self.ascii_band is None else self.ascii_band.to_dict(),
             "negative_ranges": None if self.ranges is None else [r.to_dict() for r in self.ranges],
             "isotropy": None if self.isotropy is None else self.isotropy.to_dict(),
             "untrained": None if self.untrained is None else self.untrained.to_dict(),
@@ -321,11 +326,13 @@ def analyze(
 
 def _token_findings(out: Analysis, m, f: FullResult) -> None:
     """Token classes and id ranges enriched among negative partners (needs per-token stats)."""
-    from .tokenclass import class_table, classify, negative_ranges
+    from .tokenclass import SINGLE_ASCII, class_table, classify, group_row, negative_ranges
 
     tokens = _attr(m, "tokens", None)
     if tokens is not None:
         no_token = list(_attr(m, "padding_rows", []))
         out.token_classes = classify(tokens, _attr(m, "special_ids", []), no_token)
         out.classes = class_table(out.token_classes, f.per_token)
+        member = np.isin(out.token_classes, list(SINGLE_ASCII))
+        out.ascii_band = group_row(BAND_NAME, member, f.per_token)
     out.ranges = negative_ranges(f.per_token, max_gap=RANGE_GAP)

@@ -335,6 +335,13 @@ def analysis_summary(a, tokens: list[str] | None, other=None) -> str:
                 disable_numparse=True,
             )
         )
+    if a.ascii_band is not None:
+        b = a.ascii_band
+        out.append(
+            f"The seed note's band, {b.name}: {b.tokens:,} tokens, {_pct(b.vocab_share)} of the"
+            f" vocabulary and {_pct(b.neg_share)} of negative partner slots: enrichment"
+            f" {_ratio(b.enrichment)}, mean cosine {b.mean_cos:.4f}"
+        )
     if a.ranges is not None:
         if not a.ranges:
             out.append("Id ranges enriched among negative partners: none")

@@ -334,32 +334,31 @@ def class_table(codes: np.ndarray, per_token: PerTokenResult) -> list[ClassRow]:
     codes = np.asarray(codes)
     if codes.shape != per_token.valid.shape:
         raise ValueError(f"codes has shape {codes.shape}, per_token has {len(per_token)} rows")
+    rows = [group_row(name, codes == code, per_token) for code, name in enumerate(CLASSES)]
+    return [row for row in rows if row is not None]
+
+
+def group_row(name: str, member: np.ndarray, per_token: PerTokenResult) -> ClassRow | None:
+    """The :class:`ClassRow` of any set of rows (a bool mask over the V rows); None if empty."""
     valid = np.asarray(per_token.valid, dtype=bool)
+    member = valid & np.asarray(member, dtype=bool)
+    count = int(member.sum())
+    if count == 0:
+        return None
     neg = np.where(valid, per_token.neg, 0).astype(np.int64)
-    n_valid = int(valid.sum())
-    total_neg = int(neg.sum())
-    rows = []
-    for code, name in enumerate(CLASSES):
-        member = valid & (codes == code)
-        count = int(member.sum())
-        if count == 0:
-            continue
-        endpoints = int(neg[member].sum())
-        vocab_share = count / n_valid
-        neg_share = _share(endpoints, total_neg)
-        rows.append(
-            ClassRow(
-                name=name,
-                tokens=count,
-                neg_endpoints=endpoints,
-                vocab_share=vocab_share,
-                neg_share=neg_share,
-                enrichment=_ratio(neg_share, vocab_share),
-                mean_cos=float(np.mean(per_token.mean[member])),
-                neg_tokens=int((neg[member] > 0).sum()),
-            )
-        )
-    return rows
+    endpoints = int(neg[member].sum())
+    vocab_share = count / int(valid.sum())
+    neg_share = _share(endpoints, int(neg.sum()))
+    return ClassRow(
+        name=name,
+        tokens=count,
+        neg_endpoints=endpoints,
+        vocab_share=vocab_share,
+        neg_share=neg_share,
+        enrichment=_ratio(neg_share, vocab_share),
+        mean_cos=float(np.mean(per_token.mean[member])),
+        neg_tokens=int((neg[member] > 0).sum()),
+    )
 
 
 @dataclass

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import embkern
+from embkern import report
 from embkern.cli import main
 from embkern.transform import center_and_project, random_baseline
 
@@ -188,3 +189,36 @@ def test_analyze_api_on_a_tensor():
     doc = a.to_dict()
     assert doc["variants"][0]["full"]["pairs"] == 200 * 199 // 2
     json.dumps(doc, allow_nan=False)
+
+
+class _Loaded:
+    """The attributes of a LoadedMatrix that analyze() reads."""
+
+    def __init__(self, matrix, tokens):
+        self.matrix, self.tokens, self.name = matrix, tokens, "planted"
+        self.special_ids, self.padding_rows = [0], []
+
+
+def test_planted_ascii_band_is_named_with_its_enrichment():
+    """Rows 1-20 are single ASCII characters pointing against the shared direction."""
+    g = torch.Generator().manual_seed(5)
+    V, d = 300, 24
+    X = torch.randn(V, d, generator=g) * 0.3 + 1.0
+    X[1:21] = -1.0 + 0.3 * torch.randn(20, d, generator=g)
+    tokens = ["<s>"] + list("!#$%&()*+,-./0123:;<") + [f"␣word{i}" for i in range(V - 21)]
+    a = embkern.analyze(_Loaded(X, tokens), full=True, anchors=5)
+    band = a.ascii_band
+    U = torch.nn.functional.normalize(X.double(), dim=1)
+    S = U @ U.T
+    S.fill_diagonal_(0.0)
+    neg = (S < 0).sum(1).numpy()
+    assert band.tokens == 20
+    assert band.vocab_share == pytest.approx(20 / V)
+    assert band.neg_share == pytest.approx(neg[1:21].sum() / neg.sum())
+    assert band.enrichment == pytest.approx(band.neg_share / (20 / V))
+    assert band.enrichment > 5
+    classes = {c.name: c for c in a.classes}
+    assert classes["ASCII punctuation"].tokens + classes["ASCII digit"].tokens == 20
+    assert a.ranges[0].start == 1 and a.ranges[0].end == 20
+    summary = report.analysis_summary(a, tokens)
+    assert "The seed note's band, single ASCII characters: 20 tokens" in summary

@@ -160,6 +160,7 @@ def test_smollm2_ascii_band_is_found(full_runs):
     for name in ("ASCII punctuation", "ASCII digit", "ASCII letter"):
         assert classes[name]["enrichment"] > 10
     assert classes["ASCII word"]["enrichment"] < 1
+    assert a["ascii_band"]["tokens"] >= 90 and a["ascii_band"]["enrichment"] > 10
     band = [r for r in a["negative_ranges"] if r["start"] <= 20 and r["end"] >= 100]
     assert band and band[0]["enrichment"] > 10
     # Centering removes most of the positivity.
