@@ -180,12 +180,23 @@ def _attr(m, name: str, default):
 
 
 def flagged_rows(m, X: torch.Tensor) -> tuple[dict[str, list[int]], object]:
-    """Rows that can be excluded by category: special, padding, untrained (see README)."""
+    """Rows that can be excluded by category (see README).
+
+    ``special``: the tokenizer's special tokens and the reserved placeholder slots
+    (``[unusedN]``, ``<unusedN>``); ``padding``: rows past the tokenizer's vocabulary;
+    ``untrained``: :func:`embkern.untrained.untrained_rows`.
+    """
     from .untrained import untrained_rows
 
+    from .tokenclass import reserved_ids
+
     result = untrained_rows(X)
+    tokens = _attr(m, "tokens", None)
+    special = set(_attr(m, "special_ids", []))
+    if tokens is not None:
+        special.update(reserved_ids(tokens))
     return {
-        "special": list(_attr(m, "special_ids", [])),
+        "special": sorted(special),
         "padding": list(_attr(m, "padding_rows", [])),
         "untrained": [int(i) for i in result.ids],
     }, result

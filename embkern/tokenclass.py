@@ -224,6 +224,11 @@ def _text_class(text: str) -> int:
     return _CODE["mixed"]
 
 
+def reserved_ids(tokens: Sequence[str]) -> list[int]:
+    """Ids whose display string is a placeholder slot, ``[unusedN]`` or ``<unusedN>``."""
+    return [i for i, shown in enumerate(tokens) if _RESERVED.fullmatch(shown)]
+
+
 def classify(
     tokens: Sequence[str],
     special_ids: Collection[int],

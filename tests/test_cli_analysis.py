@@ -206,7 +206,9 @@ def test_planted_ascii_band_is_named_with_its_enrichment():
     X = torch.randn(V, d, generator=g) * 0.3 + 1.0
     X[1:21] = -1.0 + 0.3 * torch.randn(20, d, generator=g)
     tokens = ["<s>"] + list("!#$%&()*+,-./0123:;<") + [f"␣word{i}" for i in range(V - 21)]
+    tokens[299] = "[unused0]"
     a = embkern.analyze(_Loaded(X, tokens), full=True, anchors=5)
+    assert a.flagged["special"] == [0, 299]  # special ids and reserved slots
     band = a.ascii_band
     U = torch.nn.functional.normalize(X.double(), dim=1)
     S = U @ U.T
