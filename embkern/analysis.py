@@ -51,6 +51,7 @@ BAND_NAME = "single ASCII characters"
 #: Columns of the sampled table that have an exact counterpart after a full pass.
 _EXACT_COLUMNS = ("min", "max", "mean", "nonneg", "neg", "frac_nonneg")
 _Z95 = 1.959963984540054
+_ROUNDING = 1e-6
 
 
 @dataclass
@@ -87,7 +88,12 @@ class ColumnError:
 
     @property
     def covered(self) -> bool | None:
-        return None if self.exact is None else self.ci_low <= self.exact <= self.ci_high
+        """Whether the interval holds the exact value, up to the fp32 rounding by which the
+        sampled and the full pass may see the same cosine differently (1e-6 relative)."""
+        if self.exact is None:
+            return None
+        slack = _ROUNDING * max(1.0, abs(self.exact))
+        return self.ci_low - slack <= self.exact <= self.ci_high + slack
 
     def to_dict(self) -> dict:
         return {
@@ -186,9 +192,8 @@ def flagged_rows(m, X: torch.Tensor) -> tuple[dict[str, list[int]], object]:
     (``[unusedN]``, ``<unusedN>``); ``padding``: rows past the tokenizer's vocabulary;
     ``untrained``: :func:`embkern.untrained.untrained_rows`.
     """
-    from .untrained import untrained_rows
-
     from .tokenclass import reserved_ids
+    from .untrained import untrained_rows
 
     result = untrained_rows(X)
     tokens = _attr(m, "tokens", None)
@@ -202,7 +207,9 @@ def flagged_rows(m, X: torch.Tensor) -> tuple[dict[str, list[int]], object]:
     }, result
 
 
-def check_exclude(exclude: Collection[str]) -> tuple[str, ...]:
+def check_exclude(exclude: Collection[str] | str) -> tuple[str, ...]:
+    if isinstance(exclude, str):
+        exclude = [e for e in exclude.replace(" ", "").split(",") if e]
     bad = [e for e in exclude if e not in EXCLUDABLE]
     if bad:
         raise InputError(
@@ -287,8 +294,16 @@ def analyze(
     pcs = [0] if center and not remove_pcs else ([0, remove_pcs] if remove_pcs else [])
     for k in pcs:
         T, info = center_and_project(X, keep, k)
-        tprep = prepare(T, dev, prep.excluded)
+        try:
+            tprep = prepare(T, dev, prep.excluded)
+        except InputError as exc:
+            raise InputError(
+                f"{info.name} rows: {exc}; the transform made the rows zero (are all the"
+                " measured rows equal?)"
+            ) from None
         del T
+        before = set(prep.excluded.get("zero_norm", []))
+        info.zero_rows = [i for i in tprep.excluded["zero_norm"] if i not in before]
         ids = [i for i in raw_anchor_ids if i in set(tprep.valid_ids.tolist())]
         ts, tf = measure(info.name, tprep, ids or None, per_token=False)
         variants.append(Variant(info.name, ts, tf, info))

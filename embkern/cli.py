@@ -121,11 +121,6 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="special,padding,untrained",
         help="leave these rows out of every statistic (see README for the untrained rule)",
     )
-    p.add_argument(
-        "--isotropy",
-        action="store_true",
-        help="isotropy measures: average cosine, I(W), IsoScore, effective rank",
-    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and chosen")
 
@@ -167,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--negative-ids",
         action="store_true",
         help="include each anchor's negative partner ids in the JSON",
+    )
+    st.add_argument(
+        "--isotropy",
+        action="store_true",
+        help="isotropy measures: average cosine, I(W), IsoScore, effective rank",
     )
     st.add_argument(
         "--against",
@@ -226,24 +226,32 @@ def _describe(m) -> dict:
     }
 
 
+_FILE_SUFFIXES = (".safetensors", ".gguf", ".npy", ".pt", ".pth", ".bin", ".json")
+
+
 def _against(args):
     """--against: a tensor of the same file when the source has one by that name, else a source."""
     from .loading import load
     from .models import PACKAGED_MODELS
 
     name = args.against
-    if os.path.exists(name) or name in PACKAGED_MODELS:
-        return load(name, revision=args.revision)
-    try:
-        return load(args.source, tensor=name, revision=args.revision)
-    except InputError as as_tensor:
+    looks_like_path = os.sep in name or os.path.splitext(name)[1] in _FILE_SUFFIXES
+    if os.path.exists(name) or name in PACKAGED_MODELS or looks_like_path:
         try:
             return load(name, revision=args.revision)
-        except InputError as as_source:
-            raise InputError(
-                f"--against {name}: not a tensor of {args.source} ({as_tensor}) and not a"
-                f" source either ({as_source})"
-            ) from None
+        except InputError as exc:
+            raise InputError(f"--against {name}: {exc}") from None
+    try:
+        return load(args.source, tensor=name, revision=args.revision)
+    except InputError as exc:
+        as_tensor = str(exc)
+    try:
+        return load(name, revision=args.revision)
+    except InputError:
+        raise InputError(
+            f"--against {name} is neither a tensor of {args.source} ({as_tensor}) nor a file,"
+            " a packaged model or a cached Hugging Face repo"
+        ) from None
 
 
 def _progress_factory(args, name: str, bars: list):
@@ -276,7 +284,7 @@ def _analyse(m, args, anchor_ids=None, against=None):
             remove_pcs=args.remove_pcs,
             exclude=args.exclude,
             against=against,
-            isotropy=args.isotropy,
+            isotropy=getattr(args, "isotropy", False),
             precision=args.precision,
             progress=_progress_factory(args, m.name, bars),
         )
@@ -303,8 +311,9 @@ def cmd_stats(args) -> int:
         if path:
             report.check_output_path(path, flag)
     if args.plot:
-        from .plots import FORMATS
+        from .plots import FORMATS, require_matplotlib
 
+        require_matplotlib()
         report.check_output_path(args.plot, "--plot")
         if os.path.splitext(args.plot)[1].lower() not in FORMATS:
             raise InputError(
@@ -395,6 +404,8 @@ def cmd_bench(args) -> int:
 
     if args.block is not None and args.block < 1:
         raise InputError(f"--block must be a positive number of rows, got {args.block}")
+    if args.repeat < 1:
+        raise InputError(f"--repeat must be 1 or more, got {args.repeat}")
     X = bench.random_matrix(args.source)
     name = args.source
     if X is None:

@@ -66,9 +66,17 @@ class CrossResult:
     self_similarity: SelfSimilarity
     per_token_a: PerTokenResult | None = field(default=None, repr=False)
     per_token_b: PerTokenResult | None = field(default=None, repr=False)
+    #: Rows of A and of B left out, by reason (as ``FullResult.excluded_rows``).
+    excluded_a: dict[str, list[int]] = field(default_factory=dict)
+    excluded_b: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"pairs": self.pairs.to_dict(), "self_similarity": self.self_similarity.summary()}
+        return {
+            "pairs": self.pairs.to_dict(),
+            "self_similarity": self.self_similarity.summary(),
+            "excluded_rows_a": self.excluded_a,
+            "excluded_rows_b": self.excluded_b,
+        }
 
 
 def _moments(prep: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +144,12 @@ def cross_pass(
     result.sign_band = backend.sign_band(X)
     del X, inv
     result.excluded_rows = a.excluded
-    out = CrossResult(pairs=result, self_similarity=self_similarity(a, b))
+    out = CrossResult(
+        pairs=result,
+        self_similarity=self_similarity(a, b),
+        excluded_a=a.excluded,
+        excluded_b=b.excluded,
+    )
     if per_token:
         pt = stats.per_token
         # Partner indices of A's rows point into the stacked matrix (B starts at a.n).

@@ -19,7 +19,8 @@ Design and its limits:
   Only GGUF in the machine's byte order is read.
 * Only safetensors are fetched from the hub (a sharded index opens only the shard holding the
   chosen tensor); other formats must be downloaded and passed as a local path.
-* Float dtypes other than float32/float16/bfloat16 (float64, float8) are converted to float32.
+* float64 is kept (so that :mod:`embkern.prepare` can rescale rows of extreme norm before
+  rounding to fp32); other float dtypes (float8) are converted to float32.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ _INDEX_NAME = "model.safetensors.index.json"
 _FOLDER_PREFERENCE = (_INDEX_NAME, "model.safetensors", "pytorch_model.bin")
 # Name parts of vision/audio towers in multimodal checkpoints: their embeddings lose to text.
 _NON_TEXT_MARKERS = ("vision", "visual", "image", "audio", "speech", "patch", "mm_proj")
-_KEPT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_KEPT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _MAX_CANDIDATES = 20
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 # Weights files named after the format rather than the model: show their folder's name instead.

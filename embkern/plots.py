@@ -112,6 +112,11 @@ def _check_inputs(
     return fmt
 
 
+def require_matplotlib() -> None:
+    """Raise the clear InputError now when matplotlib is missing (before any long work)."""
+    _import_matplotlib()
+
+
 def _import_matplotlib():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -117,8 +117,9 @@ def prepare(
     excluded = {
         "non_finite": torch.nonzero(~finite & ~chosen).flatten().tolist(),
         "zero_norm": torch.nonzero(zero & ~chosen).flatten().tolist(),
-        **by_reason,
     }
+    for reason, ids in by_reason.items():
+        excluded[reason] = sorted(excluded.get(reason, []) + ids)
     valid_ids = torch.nonzero(valid).flatten()
     if valid_ids.numel() < 2:
         counts = ", ".join(f"{len(ids)} {why.replace('_', '-')}" for why, ids in excluded.items())

@@ -288,6 +288,9 @@ def analysis_summary(a, tokens: list[str] | None, other=None) -> str:
             if t.remove_pcs:
                 line += f"; the top {t.remove_pcs} PCs carried {_pct(t.pc_share)} of the"
                 line += " centered variance"
+            if t.zero_rows:
+                line += f"; {len(t.zero_rows)} rows became zero and are left out"
+                line += f" ({', '.join(map(str, t.zero_rows[:10]))})"
             out.append(line)
     if a.sampled_error:
         out.append("Sampled protocol against the exact average over all tokens (95% CI):")
@@ -367,6 +370,7 @@ def analysis_summary(a, tokens: list[str] | None, other=None) -> str:
         f = c.pairs
         what = "" if other is None else f" against {other.name} ({other.tensor_name})"
         out.append(f"Cross statistics{what}: {f.pairs:,} pairs (every row against every row)")
+        out.append(f"  excluded rows of the other matrix: {excluded_summary(c.excluded_b)}")
         out.append(
             f"  min {f.min:.6f}  max {f.max:.6f}  mean {f.mean:.6f}  std {f.std:.6f}"
             f"  fraction non-negative {f.frac_nonneg:.6f}"

@@ -30,6 +30,7 @@ import torch
 from .errors import InputError
 
 _CHUNK = 1 << 13
+_EPS64 = 2.0**-52
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TransformInfo:
         mean_norm: ‖μ‖.
         mean_share: n‖μ‖² / Σ‖x_i‖², the share of the squared norm in the mean.
         pc_shares: λ_k / tr C for the removed directions, largest first.
+        zero_rows: ids of rows the transform made exactly zero (a row equal to the mean): left
+            out of this variant's statistics.
     """
 
     name: str
@@ -49,6 +52,7 @@ class TransformInfo:
     mean_norm: float
     mean_share: float
     pc_shares: list[float] = field(default_factory=list)
+    zero_rows: list[int] = field(default_factory=list)
 
     @property
     def pc_share(self) -> float:
@@ -63,6 +67,7 @@ class TransformInfo:
             "mean_share": self.mean_share,
             "pc_shares": list(self.pc_shares),
             "pc_share": self.pc_share,
+            "zero_rows": list(self.zero_rows),
         }
 
 
@@ -117,6 +122,13 @@ def center_and_project(
             C += centered.T @ centered
         C /= n
         eigvals, eigvecs = torch.linalg.eigh(C)
+        # Eigenvalues at the rounding level of C are not directions the rows use.
+        rank = int((eigvals > d * _EPS64 * float(eigvals.max().clamp(min=0))).sum())
+        if remove_pcs >= rank:
+            raise InputError(
+                f"--remove-pcs {remove_pcs}: the centered rows span only {rank} directions, so"
+                f" removing {remove_pcs} leaves only rounding noise; remove fewer than {rank}"
+            )
         order = torch.argsort(eigvals, descending=True)[:remove_pcs]
         U = eigvecs[:, order]
         trace = float(eigvals.clamp(min=0).sum())

@@ -224,3 +224,76 @@ def test_planted_ascii_band_is_named_with_its_enrichment():
     assert a.ranges[0].start == 1 and a.ranges[0].end == 20
     summary = report.analysis_summary(a, tokens)
     assert "The seed note's band, single ASCII characters: 20 tokens" in summary
+
+
+def test_block_larger_than_the_matrix(offset_npy, capsys):
+    path, _ = offset_npy
+    code, out, err = _run(capsys, "stats", path, "--full", "--block", "100000", "--no-progress")
+    assert code == 0, err
+    assert "Full vocabulary" in out
+
+
+def test_bench_repeat_must_be_positive(offset_npy, capsys):
+    path, _ = offset_npy
+    code, _, err = _run(capsys, "bench", path, "--repeat", "0", "--no-progress")
+    assert code == 2 and "--repeat must be 1 or more" in err
+
+
+def test_plot_without_matplotlib_fails_before_any_work(offset_npy, tmp_path, capsys, monkeypatch):
+    from embkern import errors, plots
+
+    def missing():
+        raise errors.InputError("plots need matplotlib: pip install matplotlib")
+
+    monkeypatch.setattr(plots, "_import_matplotlib", missing)
+    monkeypatch.setattr("embkern.cli._load", lambda *a: pytest.fail("loaded before the check"))
+    path, _ = offset_npy
+    js = tmp_path / "r.json"
+    code, _, err = _run(capsys, "stats", path, "--full", "--plot", tmp_path / "p.png", "--json", js)
+    assert code == 2 and "pip install matplotlib" in err
+    assert not js.exists()
+
+
+def test_remove_pcs_beyond_the_rank_of_the_rows(tmp_path, capsys):
+    X = np.random.default_rng(0).standard_normal((6, 32)).astype(np.float32)
+    path = tmp_path / "wide.npy"
+    np.save(path, X)
+    # 6 centered rows span 5 directions.
+    code, _, err = _run(capsys, "stats", path, "--anchors", "3", "--remove-pcs", "5")
+    assert code == 2 and "span only 5 directions" in err
+    code, out, err = _run(capsys, "stats", path, "--anchors", "3", "--remove-pcs", "4")
+    assert code == 0, err
+
+
+def test_centering_that_zeroes_rows(tmp_path, capsys):
+    X = np.ones((10, 4), np.float32)
+    path = tmp_path / "same.npy"
+    np.save(path, X)
+    code, _, err = _run(capsys, "stats", path, "--anchors", "3", "--center")
+    assert code == 2 and "centered rows" in err and "made the rows zero" in err
+    # A row equal to the mean of the measured rows becomes zero: listed, and left out of the
+    # centered variant only. Mean of the four rows: (1, 1), which is row 3.
+    Y = np.array([[1, 0], [0, 1], [2, 2], [1, 1]], np.float32)
+    a = embkern.analyze(Y, center=True, anchors=2, full=True)
+    raw, centered = a.variants
+    assert centered.transform.zero_rows == [3]
+    assert raw.full.pairs == 6 and centered.full.pairs == 3
+    assert "1 rows became zero and are left out (3)" in report.analysis_summary(a, None)
+
+
+def test_against_lists_the_other_matrix_excluded_rows(two_tensors, tmp_path, capsys):
+    path, emb, head = two_tensors
+    head = head.clone()
+    head[2] = 0.0
+    head[4, 1] = float("nan")
+    save_file({"model.embed_tokens.weight": emb, "lm_head.weight": head}, str(path))
+    js = tmp_path / "r.json"
+    code, out, err = _run(
+        capsys, "stats", path, "--against", "lm_head.weight", "--json", js, "--no-progress"
+    )
+    assert code == 0, err
+    cross = json.loads(js.read_text())["analysis"]["cross"]
+    assert cross["excluded_rows_b"]["zero_norm"] == [2]
+    assert cross["excluded_rows_b"]["non_finite"] == [4]
+    assert cross["pairs"]["pairs"] == 90 * 88
+    assert "excluded rows of the other matrix: 1 non-finite (4); 1 zero-norm (2)" in out

@@ -24,6 +24,7 @@ from embkern import loading
 from embkern import models as packaged
 from embkern.errors import InputError
 from embkern.loading import LoadedMatrix, load
+from embkern.prepare import prepare
 
 # V prime and d odd: a transposed or misread layout cannot pass by coincidence.
 V, D = 13, 7
@@ -428,11 +429,17 @@ def test_npy_is_memory_mapped_without_warnings(tmp_path):
     assert np.load(tmp_path / "vectors.npy")[0, 0] == 0.0
 
 
-def test_npy_float64_becomes_float32(tmp_path):
-    np.save(tmp_path / "v.npy", _matrix().numpy())
+def test_npy_float64_is_kept(tmp_path):
+    """float64 stays float64, so rows beyond the fp32 range are rescaled, not lost."""
+    X = _matrix().numpy().astype(np.float64)
+    X[1] *= 1e300
+    X[2] *= 1e-50
+    np.save(tmp_path / "v.npy", X)
     loaded = load(tmp_path / "v.npy")
-    assert loaded.matrix.dtype == torch.float32
-    assert torch.equal(loaded.matrix, _matrix())
+    assert loaded.matrix.dtype == torch.float64
+    assert torch.equal(loaded.matrix, torch.from_numpy(X))
+    prep = prepare(loaded.matrix, torch.device("cpu"))
+    assert prep.n == X.shape[0] and not any(prep.excluded.values())
 
 
 def test_pt_bare_tensor_and_nested_state_dict(tmp_path):

@@ -58,7 +58,8 @@ class CpuFusedBackend(Backend):
 
     def _tiles(self, X: torch.Tensor, inv_norm: torch.Tensor, options: PassOptions):
         """Yield (tile, fp32 dot products, row inverse norms, column inverse norms)."""
-        block = self.block(options)
+        # A tile never needs to be larger than the matrix (a huge --block would allocate block²).
+        block = min(self.block(options), X.shape[0])
         inv = inv_norm.numpy()
         buf = torch.empty(block * block, dtype=torch.float32)
         row_block, row_start = None, -1
