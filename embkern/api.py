@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -85,12 +86,7 @@ def pair_stats(
     dev = resolve_device(device)
     impl = get_backend(backend, dev, precision)
     prep = prepare(as_matrix(X), dev)
-    bars = None
-    if progress is True:
-        progress = bars = TileProgress(True, "embkern")
-    elif progress is False:
-        progress = None
-    try:
+    with _progress(progress, "embkern") as factory:
         return engine.full_pass(
             prep,
             impl,
@@ -99,11 +95,8 @@ def pair_stats(
             qs=qs,
             hist_bins=hist_bins,
             block=block,
-            progress=progress,
+            progress=factory,
         )
-    finally:
-        if bars is not None:
-            bars.close()
 
 
 def cross_stats(
@@ -132,12 +125,7 @@ def cross_stats(
     impl = get_backend(backend, dev, precision)
     a = prepare(as_matrix(A, "A"), dev)
     b = prepare(as_matrix(B, "B"), dev)
-    bars = None
-    if progress is True:
-        progress = bars = TileProgress(True, "embkern cross")
-    elif progress is False:
-        progress = None
-    try:
+    with _progress(progress, "embkern cross") as factory:
         return cross_pass(
             a,
             b,
@@ -147,8 +135,18 @@ def cross_stats(
             qs=qs,
             hist_bins=hist_bins,
             block=block,
-            progress=progress,
+            progress=factory,
         )
-    finally:
-        if bars is not None:
+
+
+@contextmanager
+def _progress(progress, label: str):
+    """The progress factory the API's ``progress`` argument asks for; bars closed at the end."""
+    if progress is True:
+        bars = TileProgress(True, label)
+        try:
+            yield bars
+        finally:
             bars.close()
+    else:
+        yield progress or None
