@@ -16,6 +16,7 @@ from .prepare import Prepared, normalized_chunks
 from .results import AnchorStats, SampledResult
 
 _ANCHOR_CHUNK = 256
+_WHY = {"non_finite": "non-finite values", "zero_norm": "zero norm"}
 
 
 def draw_anchors(prep: Prepared, k: int, seed: int) -> np.ndarray:
@@ -40,7 +41,8 @@ def anchors_from_ids(prep: Prepared, token_ids: list[int]) -> np.ndarray:
         if not 0 <= t < prep.n_total:
             raise InputError(f"anchor id {t} is out of range: the matrix has {prep.n_total} rows")
         if t not in position:
-            why = next(r for r, ids in prep.excluded.items() if t in ids).replace("_", "-")
+            reason = next(r for r, ids in prep.excluded.items() if t in ids)
+            why = _WHY.get(reason, f"{reason} row")
             raise InputError(f"anchor id {t} is an excluded row ({why}); pick another id")
         out.append(position[t])
     if len(set(out)) != len(out):

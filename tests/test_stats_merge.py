@@ -86,16 +86,16 @@ def _parts(n: int, d: int, block: int, groups: int, seed: int):
 
     def run(schedule):
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(torch_tiled, "upper_tiles", schedule)
+            mp.setattr(torch_tiled, "tiles", schedule)
             return backend.pair_stats(prep.X, prep.inv_norm, options, lambda k: None)
 
-    whole = run(upper_tiles)
+    whole = run(lambda n, block, split=None: upper_tiles(n, block))
     tiles = list(upper_tiles(n, block))
     owner = np.random.default_rng(seed).permutation(np.arange(len(tiles)) % groups)
     parts = []
     for g in range(groups):
         mine = [t for t, o in zip(tiles, owner, strict=True) if o == g]
-        parts.append(run(lambda n, block, mine=mine: iter(mine)))
+        parts.append(run(lambda n, block, split=None, mine=mine: iter(mine)))
     return whole, parts
 
 
