@@ -304,7 +304,8 @@ def analyze(
         del T
         before = set(prep.excluded.get("zero_norm", []))
         info.zero_rows = [i for i in tprep.excluded["zero_norm"] if i not in before]
-        ids = [i for i in raw_anchor_ids if i in set(tprep.valid_ids.tolist())]
+        usable = set(tprep.valid_ids.tolist())
+        ids = [i for i in raw_anchor_ids if i in usable]
         ts, tf = measure(info.name, tprep, ids or None, per_token=False)
         variants.append(Variant(info.name, ts, tf, info))
         del tprep
