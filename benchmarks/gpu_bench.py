@@ -19,7 +19,8 @@ TFLOP/s. Peak memory is ``torch.cuda.max_memory_allocated`` during each timing (
 reported also as a multiple of the size of X.
 
 Writes ``gpu_bench.csv`` and ``gpu_bench.json`` into DIR. Refuses to run without CUDA. The four
-default shapes take well under 5 minutes on an H100-class GPU; ``--quick`` runs one small shape.
+default shapes should take well under 5 minutes on an H100-class GPU (an estimate from the
+matmul work: the script has not run on a GPU yet); ``--quick`` runs one small shape.
 """
 
 from __future__ import annotations
